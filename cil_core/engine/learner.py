@@ -1,0 +1,443 @@
+"""The Learner: the one task loop, epoch loop and training step of the project.
+
+Every approach runs through here; approaches only override the hooks of
+:class:`~cil_core.methods.base.Method`. This is the only module that calls ``backward``.
+
+Hot-path rules: no host synchronisation inside an epoch (losses and accuracy are summed on
+the device and read once per epoch), per-class work is tensor indexing, and the data
+pipeline hands over ready, normalised device batches.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import metrics as M
+from ..checkpoint import latest_valid_checkpoint, save_checkpoint
+from ..config import RunConfig
+from ..data.types import LoadedDataset, Scenario
+from ..errors import TrainingDiverged
+from ..memory import ExemplarMemory, herding_select
+from ..registry import get_backbone
+from .network import IncrementalNet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskContext:
+    """What a method needs to know about the task being learned."""
+
+    task: int
+    num_tasks: int
+    n_old: int  # classes seen before this task: arrival positions [0, n_old)
+    n_seen: int  # classes seen including this task: [0, n_seen)
+    new_indices: np.ndarray  # training-split indices of the new classes' images
+    memory_indices: np.ndarray  # training-split indices of the exemplars (old classes)
+    class_counts: np.ndarray  # per seen class: images in the full training data so far (after the hold-out)
+    train_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per seen class, in this task's training set
+
+    @property
+    def new_classes(self) -> range:
+        return range(self.n_old, self.n_seen)
+
+
+@dataclass
+class Step:
+    """One batch: inputs, arrival-position labels, the model's and the teacher's outputs."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    out: dict[str, Any]
+    teacher_out: dict[str, Any] | None
+    ctx: TaskContext
+    phase: "Phase"
+
+
+@dataclass
+class Phase:
+    """One stage of training on a task (the main phase, or an approach's extra stage)."""
+
+    name: str
+    indices: np.ndarray
+    epochs: int
+    lr: float
+    milestones: tuple[int, ...]
+    param_groups: list[dict[str, Any]]
+    loss_terms: Callable[[Step], dict[str, torch.Tensor]]
+    weight_decay: float
+    batch_size: int
+    momentum: float = 0.9
+    lr_gamma: float = 0.1
+    balanced: bool = False  # resample each epoch so every class is drawn equally often
+    forward: Callable[[torch.Tensor], dict[str, Any]] | None = None  # default: the model
+    train_mode: bool = True  # False: the model stays in eval mode (frozen BatchNorm statistics)
+    use_teacher: bool = True
+    split_classifier_gradient: bool = False
+    classifier_gradient: Callable[[Step, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+class Learner:
+    """Trains and evaluates one class-incremental run; resumes from task checkpoints."""
+
+    def __init__(
+        self,
+        *,
+        config: RunConfig,
+        dataset: LoadedDataset,
+        scenario: Scenario,
+        pipeline: Any,
+        device: torch.device,
+        out_dir: Path | None,
+        method_cls: type,
+        report: Callable[[dict[str, Any]], None] | None = None,
+        fingerprint: str = "",
+    ) -> None:
+        self.config = config
+        self.dataset = dataset
+        self.scenario = scenario
+        self.pipeline = pipeline
+        self.device = device
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.report = report
+        self.fingerprint = fingerprint
+        self.train_labels = scenario.label_map[dataset.train.labels]
+        self.test_labels = scenario.label_map[dataset.test.labels]
+        self.memory = ExemplarMemory(config.memory_per_class)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.method = method_cls(learner=self, options=config.method_options())
+        in_channels = int(dataset.train.images.shape[1]) if dataset.train.images is not None else 3
+        backbone = get_backbone(config.backbone)(in_channels=in_channels, **self.method.backbone_kwargs())
+        self.model = IncrementalNet(backbone, self.method.make_head(backbone.feature_dim)).to(device)
+        self.use_cuda = device.type == "cuda"
+        if self.use_cuda and config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.amp = (
+            self.use_cuda and config.amp and torch.cuda.is_bf16_supported()
+        )
+        self.teacher: nn.Module | None = None
+        self.rows: list[dict[str, Any]] = []  # per finished task: metrics
+        self.current: TaskContext | None = None
+        self._log_file = None
+
+    # -- the task loop ----------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        start_task = self._restore()
+        for task in range(start_task, self.scenario.num_tasks):
+            t0 = time.perf_counter()
+            ctx = self._begin_task(task)
+            indices = self.method.train_indices(ctx)
+            ctx.train_counts = np.bincount(self.train_labels[indices], minlength=ctx.n_seen)[: ctx.n_seen]
+            self.method.before_task(ctx)
+            self.run_phase(self.main_phase(ctx, indices))
+            if self.method.uses_memory and self.config.memory_per_class > 0:
+                self._update_memory(ctx)
+            self.method.after_train(ctx)
+            row = self.evaluate(ctx)
+            self.method.after_task(ctx)
+            if self.method.needs_teacher:
+                self.teacher = self._frozen_copy()
+            row["task_wall_s"] = time.perf_counter() - t0
+            self.rows.append(row)
+            if self.config.checkpoint and self.out_dir is not None:
+                save_checkpoint(self.out_dir, task, self._state(task))
+            self._report(task, restored=False)
+        return self.rows
+
+    def _begin_task(self, task: int) -> TaskContext:
+        n_old = sum(len(c) for c in self.scenario.task_classes[:task])
+        n_seen = n_old + len(self.scenario.task_classes[task])
+        grow = n_seen - self.model.head.num_classes
+        if grow > 0:
+            self.model.head.grow(grow)
+            self.model.head.to(self.device)
+        counts = np.bincount(self.train_labels[np.concatenate(self.scenario.train_indices[: task + 1])], minlength=n_seen)
+        ctx = TaskContext(
+            task=task,
+            num_tasks=self.scenario.num_tasks,
+            n_old=n_old,
+            n_seen=n_seen,
+            new_indices=np.asarray(self.scenario.train_indices[task], dtype=np.int64),
+            memory_indices=self.memory.indices(),
+            class_counts=counts[:n_seen],
+        )
+        self.current = ctx
+        return ctx
+
+    def main_phase(self, ctx: TaskContext, indices: np.ndarray) -> Phase:
+        cfg = self.config
+        return Phase(
+            name="train",
+            indices=indices,
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            milestones=tuple(cfg.lr_milestones),
+            param_groups=self.method.optimizer_params(ctx),
+            loss_terms=self.method.loss_terms,
+            weight_decay=cfg.weight_decay,
+            batch_size=cfg.batch_size,
+            momentum=cfg.momentum,
+            lr_gamma=cfg.lr_gamma,
+            split_classifier_gradient=self.method.splits_classifier_gradient,
+            classifier_gradient=self.method.classifier_gradient if self.method.splits_classifier_gradient else None,
+        )
+
+    # -- training -----------------------------------------------------------------------
+    def run_phase(self, phase: Phase) -> None:
+        """Train ``phase.epochs`` epochs of SGD with a multi-step schedule (METHOD.md)."""
+        if phase.epochs <= 0 or len(phase.indices) == 0:
+            return
+        optimizer = torch.optim.SGD(
+            phase.param_groups, lr=phase.lr, momentum=phase.momentum, weight_decay=phase.weight_decay
+        )
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(phase.milestones), gamma=phase.lr_gamma)
+        params = [p for group in phase.param_groups for p in group["params"]]
+        ctx = self.current
+        assert ctx is not None
+        for epoch in range(phase.epochs):
+            t0 = time.perf_counter()
+            sums = self._train_epoch(phase, ctx, optimizer, params)
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            n = sums.pop("_n")
+            correct = sums.pop("_correct")
+            batches = max(1, sums.pop("_batches"))
+            losses = {k: v / batches for k, v in sums.items()}
+            if not all(np.isfinite(v) for v in losses.values()):
+                raise TrainingDiverged(
+                    f"loss became non-finite ({losses}) in task {ctx.task}, phase {phase.name}, epoch {epoch}; "
+                    "lower the learning rate or check the data"
+                )
+            self._log(
+                {
+                    "task": ctx.task,
+                    "phase": phase.name,
+                    "epoch": epoch,
+                    "lr": lr,
+                    "loss": losses,
+                    "train_acc": 100.0 * correct / max(1, n),
+                    "images": int(n),
+                    "wall_s": time.perf_counter() - t0,
+                }
+            )
+
+    def _train_epoch(self, phase: Phase, ctx: TaskContext, optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> dict[str, float]:
+        self.model.train(phase.train_mode)
+        forward = phase.forward or self.model
+        indices = self._balanced_indices(phase.indices) if phase.balanced else phase.indices
+        sums: dict[str, torch.Tensor] = {}
+        correct = torch.zeros((), device=self.device)
+        batches = 0
+        n = 0
+        for x, y in self.pipeline.train_batches(indices, phase.batch_size, self.generator):
+            if self.use_cuda and self.config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                out = forward(x)
+                teacher_out = None
+                if self.teacher is not None and phase.use_teacher:
+                    with torch.no_grad():
+                        teacher_out = self.teacher(x)
+            step = Step(x=x, y=y, out=out, teacher_out=teacher_out, ctx=ctx, phase=phase)
+            terms = phase.loss_terms(step)
+            optimizer.zero_grad(set_to_none=True)
+            if phase.split_classifier_gradient:
+                self._backward_split(step, terms, phase)
+            else:
+                sum(terms.values()).backward()
+            if self.config.clip_grad and self.config.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(params, self.config.clip_grad)
+            optimizer.step()
+            for name, value in terms.items():
+                value = value.detach().float()
+                sums[name] = sums[name] + value if name in sums else value
+            logits = out["logits"]
+            correct += (logits.detach().argmax(1) == y).sum()
+            batches += 1
+            n += len(y)
+        result = {k: float(v) for k, v in sums.items()}  # one host sync per epoch
+        result["_batches"] = batches
+        result["_correct"] = float(correct)
+        result["_n"] = n
+        return result
+
+    def _backward_split(self, step: Step, terms: dict[str, torch.Tensor], phase: Phase) -> None:
+        """Back-propagate through the logits once, then let the method set the classifier's gradient.
+
+        Each loss term's gradient w.r.t. the logits is taken separately (cheap: it stops at
+        the logits); their sum goes back through the network in one backward pass, which
+        equals ``sum(terms).backward()`` because the terms depend on the model only
+        through the logits. The classifier's weight/bias gradients are then replaced.
+        """
+        logits = step.out["logits"]
+        names = list(terms)
+        grads = {}
+        for name in names:
+            (g,) = torch.autograd.grad(terms[name], logits, retain_graph=True, allow_unused=True)
+            grads[name] = torch.zeros_like(logits) if g is None else g
+        total = sum(grads.values())
+        logits.backward(total)
+        assert phase.classifier_gradient is not None
+        weight_grad, bias_grad = phase.classifier_gradient(step, grads)
+        head = self.model.head
+        head.weight.grad = weight_grad.to(head.weight.dtype)
+        head.bias.grad = bias_grad.to(head.bias.dtype)
+
+    def _balanced_indices(self, indices: np.ndarray) -> np.ndarray:
+        """Class-balanced resampling: every class drawn with equal probability, same epoch length."""
+        labels = self.train_labels[indices]
+        counts = np.bincount(labels)
+        weights = 1.0 / counts[labels]
+        draws = torch.multinomial(torch.as_tensor(weights, dtype=torch.float64), len(indices), replacement=True, generator=self.generator)
+        return indices[draws.numpy()]
+
+    def _autocast(self):
+        if self.amp:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    # -- memory, teacher ------------------------------------------------------------------
+    def features(self, indices: np.ndarray, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (float32) and arrival labels of ``indices``, eval mode, no augmentation."""
+        self.model.eval()
+        feats, labels = [], []
+        with torch.inference_mode(), self._autocast():
+            for x, y in self.pipeline.eval_batches(indices, split, self.config.eval_batch_size):
+                if self.use_cuda and self.config.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                feats.append(self.model.backbone(x)["features"].float())
+                labels.append(y)
+        if not feats:
+            return torch.zeros(0, 1, device=self.device), torch.zeros(0, dtype=torch.long, device=self.device)
+        return torch.cat(feats), torch.cat(labels)
+
+    def _update_memory(self, ctx: TaskContext) -> None:
+        """Herding on the current model's features for the new classes; old exemplars stay."""
+        indices = ctx.new_indices
+        feats, labels = self.features(indices)
+        chosen = herding_select(feats, labels, self.config.memory_per_class)
+        self.memory.add({c: indices[rows] for c, rows in chosen.items()})
+
+    def _frozen_copy(self) -> nn.Module:
+        teacher = copy.deepcopy(self.model)
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        return teacher
+
+    # -- evaluation -----------------------------------------------------------------------
+    def evaluate(self, ctx: TaskContext) -> dict[str, Any]:
+        """Task-agnostic accuracy over all classes seen so far (one head, no task id)."""
+        n_seen = ctx.n_seen
+        indices = np.concatenate(self.scenario.test_indices[: ctx.task + 1])
+        correct = torch.zeros(n_seen, device=self.device)
+        total = torch.zeros(n_seen, device=self.device)
+        self.model.eval()
+        with torch.inference_mode(), self._autocast():
+            for x, y in self.pipeline.eval_batches(indices, "test", self.config.eval_batch_size):
+                if self.use_cuda and self.config.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                out = self.model(x)
+                pred = self.method.eval_logits(out, n_seen).float().argmax(1)
+                correct += torch.bincount(y[pred == y], minlength=n_seen)[:n_seen].float()
+                total += torch.bincount(y, minlength=n_seen)[:n_seen].float()
+        correct_np = correct.cpu().numpy()
+        total_np = total.cpu().numpy()
+        acc_row = []
+        for u in range(ctx.task + 1):
+            cls = self.scenario.task_classes[u]
+            acc_row.append(float(100.0 * correct_np[cls].sum() / max(1.0, total_np[cls].sum())))
+        groups = M.shot_groups(self.scenario.train_counts[:n_seen])
+        per_class = np.where(total_np > 0, 100.0 * correct_np / np.maximum(total_np, 1), 0.0)
+        return {
+            "task": ctx.task,
+            "acc_row": acc_row,
+            "acc_seen": float(100.0 * correct_np.sum() / max(1.0, total_np.sum())),
+            "shot_acc": M.shot_accuracy(correct_np, total_np, groups),
+            "per_class_acc": per_class.tolist(),
+        }
+
+    # -- reporting, logging ---------------------------------------------------------------
+    def _report(self, task: int, restored: bool) -> None:
+        if self.report is None:
+            return
+        rows = self.rows[: task + 1]
+        self.report(
+            {
+                "task": task,
+                "num_tasks": self.scenario.num_tasks,
+                "acc_seen": rows[-1]["acc_seen"],
+                "task_avg_acc": float(np.mean(rows[-1]["acc_row"])),
+                "avg_incremental_accuracy_so_far": M.average_incremental_accuracy([r["acc_row"] for r in rows]),
+                "restored": restored,
+            }
+        )
+
+    def _log(self, record: dict[str, Any]) -> None:
+        log.info(
+            "task %d %s epoch %d lr %.4g loss %s acc %.1f",
+            record["task"], record["phase"], record["epoch"], record["lr"],
+            {k: round(v, 4) for k, v in record["loss"].items()}, record["train_acc"],
+        )
+        if self.out_dir is None:
+            return
+        with open(self.out_dir / "log.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _state(self, task: int) -> dict[str, Any]:
+        return {
+            "task": task,
+            "config_fingerprint": self.fingerprint,
+            "model": self.model.state_dict(),
+            "num_classes": self.model.head.num_classes,
+            "memory": self.memory.state_dict(),
+            "method": self.method.state_dict(),
+            "rows": self.rows,
+            "rng": {
+                "generator": self.generator.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+        }
+
+    def _restore(self) -> int:
+        """Load the newest valid checkpoint; return the first task still to train."""
+        if self.out_dir is None or not self.config.checkpoint:
+            return 0
+        state = latest_valid_checkpoint(self.out_dir, self.fingerprint)
+        if state is None:
+            return 0
+        self.model.head.resize_to(state["num_classes"])
+        self.model.to(self.device)
+        self.model.load_state_dict(state["model"])
+        self.memory.load_state_dict(state["memory"])
+        self.method.load_state_dict(state["method"])
+        self.rows = list(state["rows"])
+        rng = state["rng"]
+        self.generator.set_state(rng["generator"])
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        if self.method.needs_teacher:
+            self.teacher = self._frozen_copy()
+        log.info("resumed after task %d from %s", state["task"], self.out_dir)
+        for task in range(state["task"] + 1):
+            self._report(task, restored=True)
+        return state["task"] + 1

@@ -1,0 +1,178 @@
+"""``run_experiment``: the one Python entry point (CLI, orchestrator and tests all call it).
+
+It resolves the config, loads the data set, builds the scenario, trains task by task
+(resuming from ``out``'s checkpoints), and writes ``result.json``. Calling it twice with
+the same ``out`` is safe: a finished run returns its result, an unfinished one resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from . import metrics as M
+from .config import RunConfig, build_config, resolve_config
+from .data.batches import make_pipeline
+from .data.scenarios import build_scenario
+from .engine.learner import Learner
+from .errors import ConfigError
+from .registry import get_dataset, get_method
+from .results import SCHEMA_VERSION, atomic_write_json, git_sha, library_versions, validate_result
+
+log = logging.getLogger(__name__)
+
+# Keys that do not change what a run computes (paths, placement): left out of the fingerprint,
+# so a run moved to another machine or folder still resumes and is still recognised.
+NON_SEMANTIC_KEYS = ("out", "data_root", "device", "num_workers", "eval_batch_size", "checkpoint")
+
+_cpu_notice_given = False
+
+
+def fingerprint(config: RunConfig) -> str:
+    """A content hash of the resolved config's semantic keys (stable across machines)."""
+    data = {k: v for k, v in config.to_dict().items() if k not in NON_SEMANTIC_KEYS}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def select_device(spec: str) -> torch.device:
+    """``auto``: the first CUDA device if there is one, else the CPU (said once per process)."""
+    global _cpu_notice_given
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if not _cpu_notice_given:
+            log.warning("no CUDA device found: running on the CPU")
+            _cpu_notice_given = True
+        return torch.device("cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {spec!r} asked for but no CUDA device is visible; use --device cpu or auto")
+        device = torch.device(spec)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        return device
+    if spec == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {spec!r}")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _check_out_dir(out: Path, config: RunConfig, fp: str) -> dict[str, Any] | None:
+    """Refuse to mix two configs in one folder; return a finished result if there is one."""
+    saved = out / "config.json"
+    if saved.exists():
+        previous = json.loads(saved.read_text())
+        if previous.get("fingerprint") != fp:
+            raise ConfigError(
+                f"{out} holds a run of a different config (fingerprint {previous.get('fingerprint')} != {fp}); "
+                "use another --out or delete that folder"
+            )
+    result_path = out / "result.json"
+    if result_path.exists():
+        try:
+            result = json.loads(result_path.read_text())
+            validate_result(result)
+            if result.get("fingerprint") == fp and result.get("status") == "finished":
+                return result
+        except (ValueError, json.JSONDecodeError):
+            log.warning("%s is unreadable; the run continues from its checkpoints", result_path)
+    return None
+
+
+def run_experiment(
+    config: RunConfig | Mapping[str, Any],
+    report: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate one run; return (and write to ``out/result.json``) its result."""
+    started = time.perf_counter()
+    if not isinstance(config, RunConfig):
+        config = build_config(config)
+    config = resolve_config(config)
+    fp = fingerprint(config)
+    out = Path(config.out).resolve() if config.out else None
+    if out is not None:
+        finished = _check_out_dir(out, config, fp)
+        if finished is not None:
+            log.info("%s already finished; nothing to do", out)
+            return finished
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "config.json", {"fingerprint": fp, **config.to_dict()})
+    device = select_device(config.device)
+    seed_everything(config.seed)
+    spec = get_dataset(config.dataset)
+    dataset = spec.load(config)
+    scenario = build_scenario(
+        dataset.train.labels,
+        dataset.test.labels,
+        dataset.num_classes,
+        scenario=config.scenario,
+        initial_classes=config.initial_classes,
+        total_tasks=config.total_tasks,
+        rho=config.rho,
+        lt_seed=config.lt_seed,
+        order_seed=config.order_seed,
+        val_fraction=config.val_fraction,
+        already_long_tailed=dataset.already_long_tailed,
+        n_max=dataset.n_max,
+        profile_rule=spec.profile_rule,
+    )
+    pipeline = make_pipeline(dataset, scenario.label_map, config, device)
+    learner = Learner(
+        config=config,
+        dataset=dataset,
+        scenario=scenario,
+        pipeline=pipeline,
+        device=device,
+        out_dir=out,
+        method_cls=get_method(config.approach),
+        report=report,
+        fingerprint=fp,
+    )
+    rows = learner.run()
+    result = assemble_result(config, fp, scenario, rows, device, time.perf_counter() - started)
+    if out is not None:
+        atomic_write_json(out / "result.json", result)
+    return result
+
+
+def assemble_result(config: RunConfig, fp: str, scenario: Any, rows: list[dict[str, Any]], device: torch.device, wall_s: float) -> dict[str, Any]:
+    acc_matrix = [row["acc_row"] for row in rows]
+    acc_seen = [row["acc_seen"] for row in rows]
+    groups = M.shot_groups(scenario.train_counts)
+    device_name = str(device)
+    if device.type == "cuda":
+        device_name = f"{device} ({torch.cuda.get_device_name(device)})"
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": "finished",
+        "fingerprint": fp,
+        "config": config.to_dict(),
+        "seeds": {"seed": config.seed, "order_seed": config.order_seed, "lt_seed": config.lt_seed},
+        "class_order": [int(c) for c in scenario.class_order],
+        "task_classes": [[int(c) for c in task] for task in scenario.task_classes],
+        "train_counts": [int(c) for c in scenario.train_counts],
+        "acc_matrix": acc_matrix,
+        "acc_seen": acc_seen,
+        **M.summarise(acc_matrix, acc_seen),
+        "shot_acc": {name: [row["shot_acc"][name] for row in rows] for name in M.SHOT_NAMES},
+        "shot_counts": {name: int((groups == gid).sum()) for gid, name in enumerate(M.SHOT_NAMES)},
+        "per_class_acc": rows[-1]["per_class_acc"],
+        "wall_s": wall_s,
+        "task_wall_s": [row.get("task_wall_s") for row in rows],
+        "device": device_name,
+        "versions": library_versions(),
+        "git_sha": git_sha(),
+    }

@@ -1,0 +1,98 @@
+"""The base class every approach extends, and the hooks the engine calls.
+
+The :class:`~cil_core.engine.learner.Learner` owns the task loop, the epochs, the
+optimiser, evaluation, memory and checkpoints. For each task ``t`` it calls, in order:
+
+1. ``train_indices(ctx)``     which training images the main phase uses (default: the new
+                              classes' images plus the exemplar memory); the engine then
+                              fills ``ctx.train_counts`` (images per class in that set).
+2. ``before_task(ctx)``       after the head has grown for the new classes.
+3. the main phase: for each batch ``loss_terms(step)`` returns named scalar losses; the
+   engine sums them and back-propagates. A method that sets
+   ``splits_classifier_gradient = True`` also gets ``classifier_gradient(step, logit_grads)``
+   with each term's gradient w.r.t. the logits, and returns the classifier's weight and bias
+   gradients, which replace the plain ones (DGR).
+4. memory update              herding on the new classes (if ``uses_memory``).
+5. ``after_train(ctx)``       extra stages (BiC's bias fit, EEIL's balanced fine-tuning,
+                              the 2-stage recipe) through ``self.learner.run_phase(...)``.
+6. evaluation with ``eval_logits(out)`` (default: the raw logits over seen classes).
+7. ``after_task(ctx)``        bookkeeping; then the engine freezes a copy of the model as the
+                              teacher for the next task (if ``needs_teacher``) and saves the
+                              task checkpoint, which includes ``state_dict()``.
+
+Options: each approach declares a frozen ``Options`` dataclass whose defaults cite the
+paper; users override them with ``--set APPROACH.KEY=VALUE``. The base class never reads
+``sys.argv`` or mutates the config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..engine.network import LinearHead
+
+if TYPE_CHECKING:
+    from ..engine.learner import Learner, Step, TaskContext
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """An approach without options of its own."""
+
+
+class Method:
+    name: ClassVar[str] = "base"
+    Options: ClassVar[type] = NoOptions
+    uses_memory: ClassVar[bool] = True
+    needs_teacher: ClassVar[bool] = False
+    splits_classifier_gradient: ClassVar[bool] = False
+    # One line for the README's method table and ``--list``.
+    summary: ClassVar[str] = ""
+
+    def __init__(self, *, learner: "Learner", options: Any) -> None:
+        self.learner = learner
+        self.opts = options
+
+    # -- model construction -------------------------------------------------------
+    def backbone_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def make_head(self, in_features: int) -> nn.Module:
+        return LinearHead(in_features)
+
+    # -- task hooks ---------------------------------------------------------------
+    def before_task(self, ctx: "TaskContext") -> None:
+        pass
+
+    def train_indices(self, ctx: "TaskContext") -> np.ndarray:
+        return np.concatenate([ctx.new_indices, ctx.memory_indices]).astype(np.int64)
+
+    def optimizer_params(self, ctx: "TaskContext") -> list[dict[str, Any]]:
+        return [{"params": [p for p in self.learner.model.parameters() if p.requires_grad]}]
+
+    def loss_terms(self, step: "Step") -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def classifier_gradient(self, step: "Step", logit_grads: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def after_train(self, ctx: "TaskContext") -> None:
+        pass
+
+    def after_task(self, ctx: "TaskContext") -> None:
+        pass
+
+    def eval_logits(self, out: dict[str, torch.Tensor], num_seen: int) -> torch.Tensor:
+        return out["logits"][:, :num_seen]
+
+    # -- persistence ---------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,91 @@
+"""``result.json``: the schema every consumer (orchestrator, tables, tests) reads.
+
+Keys (``SCHEMA_VERSION`` 1; documented in the README):
+``schema_version, status, config, seeds, class_order, task_classes, train_counts,
+acc_matrix, task_avg_acc, acc_seen, avg_incremental_accuracy,
+avg_incremental_accuracy_seen, last_accuracy, forgetting, shot_acc, shot_counts,
+per_class_acc, wall_s, task_wall_s, device, versions, git_sha``.
+Files are written atomically so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+REQUIRED_KEYS = (
+    "schema_version", "status", "config", "seeds", "class_order", "task_classes", "train_counts",
+    "acc_matrix", "task_avg_acc", "acc_seen", "avg_incremental_accuracy",
+    "avg_incremental_accuracy_seen", "last_accuracy", "forgetting", "shot_acc", "shot_counts",
+    "per_class_acc", "wall_s", "task_wall_s", "device", "versions", "git_sha",
+)
+
+# Keys that legitimately differ between two runs of the same config (timing, host).
+NONDETERMINISTIC_KEYS = ("wall_s", "task_wall_s", "device", "versions", "git_sha")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def git_sha() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import torch
+    import torchvision
+
+    from . import __version__
+
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "cil_core": __version__,
+    }
+    if torch.cuda.is_available():
+        versions["cuda"] = str(torch.version.cuda)
+        versions["cudnn"] = str(torch.backends.cudnn.version())
+    return versions
+
+
+def validate_result(result: dict[str, Any]) -> None:
+    missing = [k for k in REQUIRED_KEYS if k not in result]
+    if missing:
+        raise ValueError(f"result.json lacks keys: {', '.join(missing)}")
+    if result["schema_version"] != SCHEMA_VERSION:
+        raise ValueError(f"result.json schema_version {result['schema_version']} != {SCHEMA_VERSION}")
