@@ -69,6 +69,10 @@ class LoadedDataset:
     # size) or "imagenet" (random-resized crop to 224 from a file).
     augment_family: str = "cifar"
     class_names: list[str] | None = None
+    # Short-side resize applied before the crops of the PIL pipelines (train and test), as
+    # the reference's ``resize``: 224 for Food-101 and ImageNet-1k; None elsewhere
+    # (ImageNet-Subset's test then uses Resize(256) + CentreCrop(224)).
+    resize: int | None = None
 
 
 @dataclass

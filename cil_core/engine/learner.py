@@ -87,6 +87,31 @@ class Phase:
     use_teacher: bool = True
     split_classifier_gradient: bool = False
     classifier_gradient: Callable[[Step, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]] | None = None
+    schedule: str = "step"  # "step": MultiStepLR(milestones, lr_gamma); "cosine": cosine annealing to 0 over the epochs
+
+
+def backward_split(
+    head: nn.Module,
+    step: Step,
+    terms: dict[str, torch.Tensor],
+    classifier_gradient: Callable[[Step, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]],
+) -> None:
+    """Back-propagate through the logits once, then let the method set the classifier's gradient.
+
+    Each loss term's gradient w.r.t. the logits is taken separately (cheap: it stops at
+    the logits); their sum goes back through the network in one backward pass, which
+    equals ``sum(terms).backward()`` because such terms depend on the model only through
+    the logits. The classifier's weight/bias gradients are then replaced by the method's.
+    """
+    logits = step.out["logits"]
+    grads = {}
+    for name, term in terms.items():
+        (g,) = torch.autograd.grad(term, logits, retain_graph=True, allow_unused=True)
+        grads[name] = torch.zeros_like(logits) if g is None else g
+    logits.backward(sum(grads.values()))
+    weight_grad, bias_grad = classifier_gradient(step, grads)
+    head.weight.grad = weight_grad.to(head.weight.dtype)
+    head.bias.grad = bias_grad.to(head.bias.dtype)
 
 
 class Learner:
@@ -202,7 +227,12 @@ class Learner:
         optimizer = torch.optim.SGD(
             phase.param_groups, lr=phase.lr, momentum=phase.momentum, weight_decay=phase.weight_decay
         )
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(phase.milestones), gamma=phase.lr_gamma)
+        if phase.schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=phase.epochs)
+        elif phase.schedule == "step":
+            scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(phase.milestones), gamma=phase.lr_gamma)
+        else:
+            raise ValueError(f"Phase {phase.name!r}: schedule must be 'step' or 'cosine', got {phase.schedule!r}")
         params = [p for group in phase.param_groups for p in group["params"]]
         ctx = self.current
         assert ctx is not None
@@ -254,7 +284,8 @@ class Learner:
             terms = phase.loss_terms(step)
             optimizer.zero_grad(set_to_none=True)
             if phase.split_classifier_gradient:
-                self._backward_split(step, terms, phase)
+                assert phase.classifier_gradient is not None
+                backward_split(self.model.head, step, terms, phase.classifier_gradient)
             else:
                 sum(terms.values()).backward()
             if self.config.clip_grad and self.config.clip_grad > 0:
@@ -273,28 +304,6 @@ class Learner:
         result["_n"] = n
         return result
 
-    def _backward_split(self, step: Step, terms: dict[str, torch.Tensor], phase: Phase) -> None:
-        """Back-propagate through the logits once, then let the method set the classifier's gradient.
-
-        Each loss term's gradient w.r.t. the logits is taken separately (cheap: it stops at
-        the logits); their sum goes back through the network in one backward pass, which
-        equals ``sum(terms).backward()`` because the terms depend on the model only
-        through the logits. The classifier's weight/bias gradients are then replaced.
-        """
-        logits = step.out["logits"]
-        names = list(terms)
-        grads = {}
-        for name in names:
-            (g,) = torch.autograd.grad(terms[name], logits, retain_graph=True, allow_unused=True)
-            grads[name] = torch.zeros_like(logits) if g is None else g
-        total = sum(grads.values())
-        logits.backward(total)
-        assert phase.classifier_gradient is not None
-        weight_grad, bias_grad = phase.classifier_gradient(step, grads)
-        head = self.model.head
-        head.weight.grad = weight_grad.to(head.weight.dtype)
-        head.bias.grad = bias_grad.to(head.bias.dtype)
-
     def _balanced_indices(self, indices: np.ndarray) -> np.ndarray:
         """Class-balanced resampling: every class drawn with equal probability, same epoch length."""
         labels = self.train_labels[indices]
@@ -309,12 +318,17 @@ class Learner:
         return nullcontext()
 
     # -- memory, teacher ------------------------------------------------------------------
-    def features(self, indices: np.ndarray, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-        """Features (float32) and arrival labels of ``indices``, eval mode, no augmentation."""
+    def features(self, indices: np.ndarray, split: str = "train", flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (float32) and arrival labels of ``indices``, eval mode, no augmentation.
+
+        ``flip=True``: of the horizontally mirrored images (iCaRL's class means average both).
+        """
         self.model.eval()
         feats, labels = [], []
         with torch.inference_mode(), self._autocast():
             for x, y in self.pipeline.eval_batches(indices, split, self.config.eval_batch_size):
+                if flip:
+                    x = x.flip(3)
                 if self.use_cuda and self.config.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 feats.append(self.model.backbone(x)["features"].float())

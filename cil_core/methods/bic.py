@@ -1,0 +1,186 @@
+"""BiC: Large Scale Incremental Learning / Bias Correction (Wu et al., CVPR 2019).
+
+Stage 1 (main phase): ``(1 - lambda) * CE + lambda * KD`` with ``lambda = n_old / n_seen``, the
+distillation (T = 2) between the old classes' outputs of the model and of the frozen previous
+model, both passed through the bias layers learnt so far (as the reference implementations
+do; the current task's layer is the identity while it trains).
+
+Stage 2 (t > 0): a bias layer ``q = alpha * o + beta`` on the new classes' logits (two scalars
+per task; earlier tasks' layers stay fixed) is fit on a small *balanced* validation set with
+the network frozen: cross-entropy over all seen classes, plus the reference code's
+``0.1 * beta^2 / 2``. The validation set holds ``val_per_class`` images of every seen class,
+kept aside from the 10% per-class hold-out of the class's own task (``Scenario.val_indices``)
+when the class arrives; they are never trained on. This mirrors the paper's 9:1 train/val split
+of the exemplars (2 of 20 per class), except that those 2 come on top of the 20 training
+exemplars here instead of out of them.
+
+Prediction uses the bias-corrected logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..engine.learner import Phase
+from ..registry import register_method
+from ._shared import KnowledgeDistillationMixin, frozen_forward
+from .base import Method
+
+
+@dataclass(frozen=True)
+class Options:
+    # Sec. 6.2: "The temperature scalar T in Eq. 1 is set to 2 by following [13,2]."
+    temperature: float = 2.0
+    # Sec. 3: lambda = n / (n + m) for n old and m new classes (None); a number x instead gives
+    # CE + x * KD (FACIL's ``--lamb``).
+    lamb: float | None = None
+    # Sec. 6.1: "the ratio of train/validation split on the exemplars is 9:1" (2 of 20).
+    val_per_class: int = 2
+    # The reference code trains the bias layer epochs_per_eval=100 x epoch_val_times=2 = 200
+    # epochs (FACIL's ``--num-bias-epochs``), SGD with momentum 0.9, no weight decay.
+    bias_epochs: int = 200
+    # Bias-layer learning rate; None: the run's lr (FACIL: ``SGD(lr=self.lr, momentum=0.9)``).
+    bias_lr: float | None = None
+    # The reference code adds 0.1 * beta^2 / 2 to the bias-correction loss.
+    beta_l2: float = 0.1
+
+
+def select_per_class(indices: np.ndarray, labels: np.ndarray, per_class: int) -> np.ndarray:
+    """The first ``per_class`` of ``indices`` (in their order) of each label, as one array."""
+    if per_class <= 0 or len(indices) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    first = np.searchsorted(sorted_labels, sorted_labels, side="left")
+    rank = np.arange(len(order)) - first
+    return np.sort(np.asarray(indices, dtype=np.int64)[order[rank < per_class]])
+
+
+def bias_correct(logits: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """BiC Eq. 4 per class: ``alpha_c * o_c + beta_c`` (alpha = 1, beta = 0 leaves a class as is)."""
+    return logits * alpha + beta
+
+
+@register_method("bic")
+class BiC(KnowledgeDistillationMixin, Method):
+    name = "bic"
+    Options = Options
+    summary = "BiC (Wu et al. 2019): KD + a two-parameter bias layer per task fit on a balanced split"
+
+    def __init__(self, *, learner: Any, options: Any) -> None:
+        super().__init__(learner=learner, options=options)
+        self.alphas: list[float] = []  # per task
+        self.betas: list[float] = []
+        self.val_indices = np.zeros(0, dtype=np.int64)  # the balanced bias-correction set
+        self._alpha_vec: torch.Tensor | None = None  # per seen class, from the per-task values
+        self._beta_vec: torch.Tensor | None = None
+
+    # -- per-class view of the per-task layers --------------------------------------------
+    def _task_of_classes(self, n: int) -> torch.Tensor:
+        task_of = np.concatenate([np.full(len(c), u) for u, c in enumerate(self.learner.scenario.task_classes)])
+        return torch.as_tensor(task_of[:n], dtype=torch.long, device=self.learner.device)
+
+    def _class_vectors(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        task_of = self._task_of_classes(n)
+        device = self.learner.device
+        alpha = torch.tensor(self.alphas, dtype=torch.float32, device=device)[task_of]
+        beta = torch.tensor(self.betas, dtype=torch.float32, device=device)[task_of]
+        return alpha, beta
+
+    def _refresh(self, n_seen: int) -> None:
+        """Cache the per-class vectors (outside inference mode: training multiplies by them)."""
+        self._alpha_vec, self._beta_vec = self._class_vectors(n_seen)
+
+    def corrected(self, logits: torch.Tensor, n: int) -> torch.Tensor:
+        if self._alpha_vec is None or self._beta_vec is None or len(self._alpha_vec) < n:
+            alpha, beta = self._class_vectors(n)
+        else:
+            alpha, beta = self._alpha_vec, self._beta_vec
+        return bias_correct(logits[:, :n].float(), alpha[:n], beta[:n])
+
+    # -- hooks -------------------------------------------------------------------------------
+    def before_task(self, ctx) -> None:
+        while len(self.alphas) <= ctx.task:  # the new task's layer starts as the identity
+            self.alphas.append(1.0)
+            self.betas.append(0.0)
+        learner = self.learner
+        held_out = np.asarray(learner.scenario.val_indices[ctx.task], dtype=np.int64)
+        chosen = select_per_class(held_out, learner.train_labels[held_out], self.opts.val_per_class)
+        self.val_indices = np.union1d(self.val_indices, chosen).astype(np.int64)
+        self._refresh(ctx.n_seen)
+
+    def loss_terms(self, step) -> dict[str, torch.Tensor]:
+        ctx = step.ctx
+        student = self.corrected(step.out["logits"], ctx.n_seen)
+        ce = F.cross_entropy(student, step.y)
+        teacher = None
+        if step.teacher_out is not None and ctx.n_old > 0:
+            teacher = self.corrected(step.teacher_out["logits"], ctx.n_old)
+        kd = self.kd_term(step, self.opts.temperature, student_logits=student, teacher_logits=teacher)
+        if kd is None:
+            return {"ce": ce}
+        if self.opts.lamb is None:
+            lamb = ctx.n_old / ctx.n_seen
+            return {"ce": (1.0 - lamb) * ce, "kd": lamb * kd}
+        return {"ce": ce, "kd": self.opts.lamb * kd}
+
+    def after_train(self, ctx) -> None:
+        super().after_train(ctx)
+        if ctx.task == 0:
+            return
+        device = self.learner.device
+        alpha = nn.Parameter(torch.ones((), device=device))
+        beta = nn.Parameter(torch.zeros((), device=device))
+        n_old, n_seen = ctx.n_old, ctx.n_seen
+
+        def layer(out: dict[str, Any]) -> torch.Tensor:
+            old = self.corrected(out["logits"], n_old)
+            new = bias_correct(out["logits"][:, n_old:n_seen].float(), alpha, beta)
+            return torch.cat([old, new], dim=1)
+
+        def terms(step) -> dict[str, torch.Tensor]:
+            return {
+                "ce": F.cross_entropy(step.out["logits"], step.y),
+                "beta_l2": self.opts.beta_l2 * beta.pow(2) / 2,
+            }
+
+        cfg = self.learner.config
+        self.learner.run_phase(
+            Phase(
+                name="bias_correction",
+                indices=self.val_indices,
+                epochs=self.opts.bias_epochs,
+                lr=self.opts.bias_lr if self.opts.bias_lr is not None else cfg.lr,
+                milestones=(),
+                param_groups=[{"params": [alpha, beta]}],
+                loss_terms=terms,
+                weight_decay=0.0,
+                batch_size=cfg.batch_size,
+                momentum=0.9,
+                forward=frozen_forward(self.learner.model, layer),
+                train_mode=False,
+                use_teacher=False,
+            )
+        )
+        self.alphas[ctx.task] = float(alpha.detach())
+        self.betas[ctx.task] = float(beta.detach())
+        self._refresh(n_seen)
+
+    def eval_logits(self, out: dict[str, torch.Tensor], num_seen: int) -> torch.Tensor:
+        return self.corrected(out["logits"], num_seen)
+
+    # -- persistence ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"alphas": list(self.alphas), "betas": list(self.betas), "val_indices": self.val_indices.tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.alphas = [float(a) for a in state["alphas"]]
+        self.betas = [float(b) for b in state["betas"]]
+        self.val_indices = np.asarray(state["val_indices"], dtype=np.int64)
+        self._alpha_vec = self._beta_vec = None

@@ -1,0 +1,138 @@
+"""``result.json`` files -> pandas frames (no Ray, no torch: only the files are read).
+
+The trials a report covers are those of ``sweep.json`` (the last run's expansion, which
+also says how many seeds each cell asked for); without one, every trial folder that has a
+``trial.json`` and is not part of a search.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from .status import load_sweep_meta, sweep_trials
+from .store import RESULT_JSON, TRIAL_JSON, TRIALS, Store, trial_rel
+from .sweep import TrialSpec
+
+CELL_KEYS = ["dataset", "scenario", "initial_classes", "total_tasks"]
+SUMMARY_METRICS = ["avg_incremental_accuracy", "last_accuracy", "avg_incremental_accuracy_seen", "forgetting"]
+
+
+def report_specs(store: Store) -> list[TrialSpec]:
+    specs = sweep_trials(store)
+    if specs:
+        return specs
+    out = []
+    for tid in store.list_dirs(TRIALS):
+        data = store.read_json(trial_rel(tid, TRIAL_JSON))
+        if isinstance(data, dict) and not data.get("search"):
+            try:
+                out.append(TrialSpec.from_json(data))
+            except (KeyError, TypeError):
+                continue
+    return out
+
+
+def split_label(initial: int, tasks: int) -> str:
+    return f"{int(initial)}/{int(tasks)}"
+
+
+def _spec_row(spec: TrialSpec) -> dict[str, Any]:
+    return {
+        "id": spec.id,
+        "row": spec.row,
+        "approach": spec.approach,
+        "dataset": spec.dataset,
+        "scenario": spec.scenario,
+        "initial_classes": spec.split[0],
+        "total_tasks": spec.split[1],
+        "seed": spec.seed,
+    }
+
+
+def load_results(store: Store, specs: list[TrialSpec]) -> pd.DataFrame:
+    """One row per finished trial of ``specs`` (a trial listed under two rows counts for both)."""
+    rows = []
+    cache: dict[str, Any] = {}
+    for spec in specs:
+        if spec.id not in cache:
+            cache[spec.id] = store.read_json(trial_rel(spec.id, RESULT_JSON))
+        result = cache[spec.id]
+        if not isinstance(result, dict) or result.get("status") != "finished":
+            continue
+        row = _spec_row(spec)
+        for key in SUMMARY_METRICS:
+            value = result.get(key)
+            row[key] = float(value) if isinstance(value, (int, float)) else math.nan
+        row["acc_seen"] = list(result.get("acc_seen") or [])
+        row["task_avg_acc"] = list(result.get("task_avg_acc") or [])
+        row["shot_acc"] = dict(result.get("shot_acc") or {})
+        row["shot_counts"] = dict(result.get("shot_counts") or {})
+        row["task_classes"] = [len(t) for t in result.get("task_classes") or []]
+        row["wall_s"] = result.get("wall_s")
+        row["device"] = result.get("device")
+        rows.append(row)
+    if rows:
+        return pd.DataFrame(rows)
+    columns = ["id", "row", "approach", "dataset", "scenario", "initial_classes", "total_tasks", "seed"]
+    return pd.DataFrame(columns=columns + SUMMARY_METRICS + ["acc_seen", "task_avg_acc", "shot_acc", "shot_counts", "task_classes", "wall_s", "device"])
+
+
+def layout(specs: list[TrialSpec]) -> tuple[list[str], list[tuple[str, str, int, int]]]:
+    """Table rows (approaches, in sweep order) and columns (data set x scenario x split)."""
+    rows: list[str] = []
+    cols: list[tuple[str, str, int, int]] = []
+    for spec in specs:
+        if spec.row not in rows:
+            rows.append(spec.row)
+        col = (spec.dataset, spec.scenario, spec.split[0], spec.split[1])
+        if col not in cols:
+            cols.append(col)
+    return rows, cols
+
+
+def cell_stats(results: pd.DataFrame, specs: list[TrialSpec], metric: str) -> pd.DataFrame:
+    """Per (row, column): seeds asked, seeds finished, mean and sample std of ``metric``."""
+    asked: dict[tuple, set[int]] = {}
+    for spec in specs:
+        asked.setdefault((spec.row, spec.dataset, spec.scenario, spec.split[0], spec.split[1]), set()).add(spec.seed)
+    out = []
+    for key, seeds in asked.items():
+        row, dataset, scenario, initial, tasks = key
+        if len(results):
+            sel = results[
+                (results["row"] == row)
+                & (results["dataset"] == dataset)
+                & (results["scenario"] == scenario)
+                & (results["initial_classes"] == initial)
+                & (results["total_tasks"] == tasks)
+            ]
+            values = [float(v) for v in sel.drop_duplicates("seed")[metric].tolist() if not math.isnan(float(v))]
+        else:
+            values = []
+        n = len(values)
+        mean = sum(values) / n if n else math.nan
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n >= 2 else math.nan
+        out.append(
+            {
+                "row": row,
+                "dataset": dataset,
+                "scenario": scenario,
+                "initial_classes": initial,
+                "total_tasks": tasks,
+                "metric": metric,
+                "n": n,
+                "n_asked": len(seeds),
+                "mean": mean,
+                "std": std,
+                "values": values,
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def sweep_report_settings(store: Store) -> dict[str, Any]:
+    meta = load_sweep_meta(store) or {}
+    return meta.get("report") or {}

@@ -1,0 +1,291 @@
+"""The command line (the orchestrator's only argparse).
+
+    python -m orchestrator SWEEP.yaml [--dry-run] [--results DIR] [--address ADDR]
+                                      [--max-failures N] [--set KEY=VALUE ...] ...
+    python -m orchestrator status RESULTS_DIR
+    python -m orchestrator report RESULTS_DIR [--check]
+
+Exit status: 0 every trial finished (``report --check``: every finished cell within its
+tolerance); 1 some trials did not finish (or a cell is outside its tolerance); 2 bad input,
+one line ``error: <file>: <key>: <problem>``, before anything starts; 3 another
+orchestrator works on the results directory; 130 interrupted before the run started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import Any, Sequence
+
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FAILED, OrchestratorError
+
+log = logging.getLogger("orchestrator")
+
+SUBCOMMANDS = ("status", "report")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m orchestrator",
+        description="Expand a sweep file into trials and run them with Ray Tune (embedded on this machine, or on a cluster), "
+        "then build the paper's tables. Other commands: 'status RESULTS_DIR', 'report RESULTS_DIR [--check]'.",
+    )
+    p.add_argument("sweep", help="the sweep file (YAML; see sweeps/README.md)")
+    p.add_argument("--dry-run", action="store_true", help="list the expanded trials, counts per axis and estimated GPU hours; start nothing")
+    p.add_argument("--results", metavar="DIR", help="results directory or URI, reachable from every node (default results/<sweep name>/)")
+    p.add_argument("--address", metavar="ADDR", help="join a Ray cluster: 'auto' or HOST:PORT (default: $RAY_ADDRESS, else an embedded Ray on this machine)")
+    p.add_argument("--max-failures", type=int, default=2, metavar="N", help="retries of a failed trial within this run (default 2); each resumes from its last finished task")
+    p.add_argument("--retry-failed", action="store_true", help="also rerun trials that failed permanently (diverged, bad input) in an earlier run")
+    p.add_argument("--set", dest="set_items", action="append", default=[], metavar="KEY=VALUE", help="a training option for every trial, e.g. data_root=/data/tiny or epochs=2 (repeatable)")
+    p.add_argument("--resources", metavar="gpu=N,cpu=N", help="override every trial's resource request")
+    p.add_argument("--num-cpus", type=int, help="embedded Ray only: CPUs it may use (default: all)")
+    p.add_argument("--num-gpus", type=int, help="embedded Ray only: GPUs it may use (default: all)")
+    p.add_argument("--no-resource-check", action="store_true", help="do not require that some node can host each trial (autoscaling clusters)")
+    p.add_argument("--no-report", action="store_true", help="do not build the tables at the end")
+    p.add_argument("--runner", default=None, help=argparse.SUPPRESS)  # MODULE:FUNCTION replacing cil_core:run_experiment (tests)
+    p.add_argument("--skip-cil-check", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and the final tables only")
+    return p
+
+
+def _status_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m orchestrator status", description="Done / running / failed per trial, read from the files (Ray need not run).")
+    p.add_argument("results", help="the results directory or URI")
+    p.add_argument("--pending", action="store_true", help="list only trials that are not done")
+    p.add_argument("--tail", type=int, default=10, help="lines of stderr shown per failed trial (default 10)")
+    return p
+
+
+def _report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m orchestrator report", description="Write tables.md/.csv/.tex and plots from the finished trials; print the tables.")
+    p.add_argument("results", help="the results directory or URI")
+    p.add_argument("--check", action="store_true", help="exit 1 when a finished cell is outside its tolerance of the published number")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--reference", help=argparse.SUPPRESS)  # another paper_results.csv (tests)
+    return p
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+# ----------------------------------------------------------------------------- dry run
+
+
+def format_dry_run(trials: list, sweep: Any, store: Any, warnings: list[str]) -> str:
+    from .status import is_finished
+    from .sweep import axis_counts, estimate_hours
+
+    lines = []
+    unique = {t.id: t for t in trials}
+    header = ["#", "trial", "dataset", "scenario", "split", "approach", "seed", "gpu", "cpu", "hours", "state"]
+    rows = []
+    for i, t in enumerate(trials, 1):
+        state = "done" if store is not None and is_finished(store, t.id) else "to run"
+        rows.append(
+            [
+                str(i), t.id, t.dataset, t.scenario, f"{t.split[0]} {t.split[1]}", t.row, str(t.seed),
+                f"{t.resources.get('gpu', 0):g}", f"{t.resources.get('cpu', 1):g}", "-" if t.hours is None else f"{t.hours:.2f}", state,
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    right = {0, 6, 7, 8, 9}
+    for r in [header] + rows:
+        lines.append("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+    lines.append("")
+    count = f"{len(trials)} trials" + (f" ({len(unique)} distinct runs)" if len(unique) != len(trials) else "")
+    if sweep.search is not None:
+        count += f" x {sweep.search.num_samples} samples ({sweep.search.searcher} search over {', '.join(sweep.search.space)})"
+    lines.append(f"sweep {sweep.name}: {count}")
+    for axis, counter in axis_counts(trials).items():
+        lines.append(f"  {axis:<9} " + ", ".join(f"{k} {v}" for k, v in counter.items()) + f"  ({len(counter)} values)")
+    est = estimate_hours(unique.values())
+    factor = sweep.search.num_samples if sweep.search is not None else 1
+    cost = f"estimated cost: {est['gpu_hours'] * factor:.1f} GPU hours"
+    if est["cpu_hours"]:
+        cost += f" + {est['cpu_hours'] * factor:.1f} CPU-core hours"
+    cost += f" ({est['trial_hours'] * factor:.1f} trial hours"
+    cost += f"; {est['unknown']} trials without a cost estimate)" if est["unknown"] else ")"
+    lines.append(cost)
+    if store is not None:
+        done = sum(1 for t in unique.values() if is_finished(store, t.id))
+        lines.append(f"results: {store.root} ({done} of {len(unique)} already finished)")
+    for w in warnings:
+        lines.append(f"warning: {w}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _failure_summary(statuses: list, limit: int = 20) -> str:
+    """Failed trials in full (id, config, error, last lines of stderr); the rest by count."""
+    from .status import compact_config
+
+    lines = []
+    failed = [s for s in statuses if s.state == "failed"]
+    for s in failed:
+        lines.append(f"  {s.id}  [failed{', permanent' if s.permanent else ''}] {s.error or ''}")
+        lines.append(f"      config: {compact_config(s.spec.config)}")
+        for line in s.stderr_tail[-8:]:
+            lines.append(f"      | {line}")
+    for state, meaning in (
+        ("stopped", "stopped before they finished (interrupted or stopped early); they resume from their last finished task"),
+        ("interrupted", "their process ended before they finished; they resume from their last finished task"),
+        ("running", "still running elsewhere (another orchestrator's Ray?)"),
+        ("pending", "not started"),
+    ):
+        group = [s.id for s in statuses if s.state == state]
+        if not group:
+            continue
+        shown = ", ".join(group[:limit]) + (f", ... and {len(group) - limit} more" if len(group) > limit else "")
+        lines.append(f"  {len(group)} {meaning}: {shown}")
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .store import Store
+    from .sweep import default_results_dir, expand, load_sweep, parse_resources, parse_set_items
+
+    where = args.sweep
+    sweep = load_sweep(where)
+    set_values = parse_set_items(args.set_items)
+    resources = parse_resources(args.resources)
+    trials = expand(sweep, where=where, set_values=set_values, resources=resources)
+    warnings: list[str] = []
+    if not args.skip_cil_check:
+        from .validate import check_with_cil_core
+
+        check = check_with_cil_core(sweep, trials, where=where, set_values=set_values, strict=not args.dry_run)
+        warnings = check.warnings
+        if check.missing_approaches and sweep.skip_missing_approaches:
+            trials = expand(sweep, where=where, set_values=set_values, resources=resources, drop_approaches=check.missing_approaches)
+    store = Store(args.results or default_results_dir(sweep))
+    if args.dry_run:
+        print(format_dry_run(trials, sweep, store, warnings))
+        return EXIT_OK
+    from .cluster import precheck_address
+
+    precheck_address(args.address or os.environ.get("RAY_ADDRESS") or None)  # a wrong address is bad input
+    for w in warnings:
+        log.warning("warning: %s", w)
+
+    from .lock import ResultsLock
+    from .tune_runner import RunOptions, run_sweep
+    from .trainable import DEFAULT_RUNNER
+
+    def _terminate(signum: int, frame: Any) -> None:  # SIGTERM behaves like Ctrl-C
+        os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    text = open(where).read()
+    try:
+        with ResultsLock(store, command=" ".join(["python -m orchestrator", *sys.argv[1:]])):
+            opts = RunOptions(
+                store=store,
+                where=where,
+                address=args.address,
+                max_failures=args.max_failures,
+                retry_failed=args.retry_failed,
+                runner=args.runner or DEFAULT_RUNNER,
+                resource_check=not args.no_resource_check,
+                num_cpus=args.num_cpus,
+                num_gpus=args.num_gpus,
+            )
+            outcome = run_sweep(sweep, trials, opts, sweep_text=text)
+            if not args.no_report:
+                from .report import build_report
+
+                report = build_report(store)
+                print(report.text())
+                log.info("wrote %s", ", ".join(store.uri(f) for f in report.files[:4]) + (f" and {len(report.files) - 4} more" if len(report.files) > 4 else ""))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if sweep.search is not None:
+        bad = [s for s in outcome.statuses if s.state in ("failed", "interrupted", "running", "pending")]
+        if outcome.incomplete_searches:
+            print(
+                f"\nsearch not finished: {', '.join(outcome.incomplete_searches)}; run the same command again to continue it",
+                file=sys.stderr,
+            )
+            if not bad:
+                return EXIT_TRIALS_FAILED
+    else:
+        bad = outcome.unfinished
+    if bad:
+        failed = sum(1 for s in bad if s.state == "failed")
+        print(f"\n{len(bad)} of {len(outcome.statuses)} trials did not finish ({failed} failed):", file=sys.stderr)
+        print(_failure_summary(bad), file=sys.stderr)
+        print(f"Run the same command again to resume; 'python -m orchestrator status {store.root}' shows each trial.", file=sys.stderr)
+        return EXIT_TRIALS_FAILED
+    stopped = sum(1 for s in outcome.statuses if s.state == "stopped")
+    log.info("all %d trials finished%s", len(outcome.statuses), f" ({stopped} stopped early by the search)" if stopped else "")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import collect, format_status
+    from .store import Store
+
+    store = Store(args.results)
+    if store.is_local and not store.local().is_dir():
+        raise OrchestratorError(f"{args.results}: no such results directory")
+    statuses = collect(store, tail_lines=args.tail)
+    print(format_status(store, statuses, show_all=not args.pending))
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+    from .store import Store
+
+    store = Store(args.results)
+    if store.is_local and not store.local().is_dir():
+        raise OrchestratorError(f"{args.results}: no such results directory")
+    report = build_report(store, plots=False if args.no_plots else None, reference_path=args.reference)
+    print(report.text())
+    if report.tables is None and report.search_markdown is None:
+        print(f"{args.results}: no trials found", file=sys.stderr)
+        return EXIT_TRIALS_FAILED if args.check else EXIT_OK
+    if args.check:
+        outside = report.outside
+        checked = [c for c in (report.tables.checks if report.tables else []) if c["verdict"] in ("ok", "OUTSIDE")]
+        if outside:
+            print(f"check: {len(outside)} of {len(checked)} finished cells outside their tolerance:", file=sys.stderr)
+            for c in outside:
+                print(
+                    f"  {c['dataset']} {c['scenario']} {c['split']} {c['approach']}: {c['compares_to']} ours {c['ours']:.2f} vs "
+                    f"{c['published_as']} {c['published']:.2f} (Δ {c['diff']:+.2f}, tolerance {c['tolerance']:.1f})",
+                    file=sys.stderr,
+                )
+            return EXIT_TRIALS_FAILED
+        print(f"check: {len(checked)} finished cells within tolerance of the published numbers", file=sys.stderr)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        command, rest = argv[0], argv[1:]
+        args = (_status_parser() if command == "status" else _report_parser()).parse_args(rest)
+        _setup_logging(quiet=True)
+        func = cmd_status if command == "status" else cmd_report
+    else:
+        args = _run_parser().parse_args(argv)
+        _setup_logging(quiet=args.quiet)
+        func = cmd_run
+    try:
+        return func(args)
+    except OrchestratorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,150 @@
+"""Where trials run: an embedded Ray on this machine, or an existing cluster.
+
+* No ``--address`` (and no ``RAY_ADDRESS``): Ray starts in-process on this machine, bound
+  to 127.0.0.1 only (nothing listens on other interfaces) and without the dashboard.
+* ``--address auto`` joins the cluster this machine belongs to (``ray start`` ran here);
+  ``--address HOST:PORT`` joins the cluster whose head listens there. An address that
+  cannot be reached is bad input (exit 2), found before anything is submitted.
+
+Ray is imported only by the functions here, never when the orchestrator is imported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .errors import SweepError
+from .sweep import TrialSpec
+
+log = logging.getLogger(__name__)
+
+# Read by Ray / Tune in this (driver) process; set before Ray is imported, users may override.
+DRIVER_ENV = {
+    "RAY_AIR_NEW_OUTPUT": "0",  # the classic reporter honours verbose=0: our progress lines only
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",  # trials keep absolute paths; they never rely on the cwd
+    "RAY_DEDUP_LOGS": "0",
+}
+LOCALHOST_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node IP is 127.0.0.1 and servers bind to it
+
+
+@dataclass
+class ClusterInfo:
+    address: str | None  # None: the embedded local Ray
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    node_ip: str | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.address is None
+
+    def describe(self) -> str:
+        cpus = sum(n["cpu"] for n in self.nodes)
+        gpus = sum(n["gpu"] for n in self.nodes)
+        where = "embedded Ray on this machine (127.0.0.1)" if self.embedded else f"Ray cluster at {self.address}"
+        return f"{where}: {len(self.nodes)} node(s), {cpus:g} CPUs, {gpus:g} GPUs"
+
+
+def _driver_env() -> None:
+    for key, value in DRIVER_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def _bind_localhost() -> None:
+    """Make the embedded Ray use 127.0.0.1 as its node address, so its servers bind there.
+
+    Ray resolves ``_node_ip_address="127.0.0.1"`` to the machine's routable address unless
+    its cluster mode is off; that switch is an environment variable read when Ray is
+    imported, so it is also set on the already-imported module when Ray came in earlier.
+    """
+    os.environ[LOCALHOST_ENV] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
+        constants.ENABLE_RAY_CLUSTER = False
+
+
+def precheck_address(address: str | None) -> None:
+    """``HOST:PORT`` must accept a TCP connection (a wrong address otherwise hangs Ray)."""
+    if address is None or address in ("auto", "local") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SweepError("--address", address, "expected auto or HOST:PORT (the head node's GCS port, 6379 by default)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        raise SweepError("--address", address, f"cannot reach a Ray head node there ({exc.strerror or exc})") from None
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> ClusterInfo:
+    """Start (embedded) or join (address) Ray; return what it offers."""
+    _driver_env()
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None:
+        _bind_localhost()
+    else:
+        precheck_address(address)
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    common = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level=logging.WARNING)
+    if address is None:
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address="127.0.0.1", **common)
+        info = ClusterInfo(address=None)
+    else:
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise SweepError("--address", address, f"cannot join a Ray cluster there: {str(exc).splitlines()[0]}") from None
+        info = ClusterInfo(address=address)
+    info.node_ip = ray.util.get_node_ip_address()
+    if info.embedded and info.node_ip not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("the embedded Ray uses node address %s, not 127.0.0.1", info.node_ip)
+    info.nodes = alive_nodes()
+    return info
+
+
+def alive_nodes() -> list[dict[str, Any]]:
+    import ray
+
+    out = []
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        res = node.get("Resources", {})
+        out.append({"node_id": node.get("NodeID"), "ip": node.get("NodeManagerAddress"), "cpu": float(res.get("CPU", 0)), "gpu": float(res.get("GPU", 0))})
+    return out
+
+
+def check_resources(trials: Iterable[TrialSpec], nodes: list[dict[str, Any]], where: str) -> None:
+    """Every trial's request must fit on at least one node, or the sweep would wait forever."""
+    groups: dict[tuple[float, float], list[TrialSpec]] = defaultdict(list)
+    for t in trials:
+        groups[(float(t.resources.get("cpu", 1)), float(t.resources.get("gpu", 0)))].append(t)
+    for (cpu, gpu), members in groups.items():
+        if any(n["cpu"] >= cpu and n["gpu"] >= gpu for n in nodes):
+            continue
+        datasets = ", ".join(sorted({t.dataset for t in members}))
+        offered = "; ".join(f"{n['cpu']:g} CPU {n['gpu']:g} GPU" for n in nodes) or "no nodes"
+        raise SweepError(
+            where,
+            "resources",
+            f"{len(members)} trial(s) ({datasets}) ask for {gpu:g} GPU and {cpu:g} CPU each, but no node offers that "
+            f"(nodes: {offered}); lower the request (e.g. --resources gpu=0,cpu=1) or join a cluster with --address",
+        )
+
+
+def shutdown() -> None:
+    if "ray" not in sys.modules:
+        return
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

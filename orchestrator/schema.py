@@ -1,0 +1,399 @@
+"""The sweep file's schema (pydantic, every model ``extra="forbid"``).
+
+The structure is checked here; the training options themselves (``defaults``, every
+``set:`` block, ``--set``, the search space's keys) are checked against ``cil_core``'s own
+``RunConfig`` by :mod:`orchestrator.validate`, so the two never disagree. The full
+reference, with an example of every block, is ``sweeps/README.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Keys the orchestrator sets itself: a sweep may not (they would break resumption).
+RESERVED_KEYS = ("out",)
+# The grid's own axes: set them in ``grid``, not as training options.
+AXIS_KEYS = ("dataset", "approach", "scenario", "initial_classes", "total_tasks", "seed")
+TABLE_METRICS = ("avg_incremental_accuracy", "last_accuracy", "avg_incremental_accuracy_seen", "forgetting")
+SEARCH_METRICS = ("avg_incremental_accuracy", "acc_seen", "task_avg_acc")
+
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")
+
+
+def normalise_scalar(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` as a string; make it the number it was meant to be."""
+    if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [normalise_scalar(v) for v in value]
+    if isinstance(value, dict):
+        return {k: normalise_scalar(v) for k, v in value.items()}
+    return value
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_options(values: dict[str, Any]) -> dict[str, Any]:
+    values = normalise_scalar(dict(values or {}))
+    for key in values:
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"option names must be strings, got {key!r}")
+        if key in RESERVED_KEYS:
+            raise ValueError(f"{key!r} is set by the orchestrator (each trial writes to results/trials/<id>/)")
+        if key in AXIS_KEYS:
+            raise ValueError(f"{key!r} is a grid axis: set it under 'grid', not as a training option")
+    return values
+
+
+# ``defaults:`` with nothing after it is YAML's null: an empty block, not an error.
+Options = Annotated[dict[str, Any], BeforeValidator(lambda v: {} if v is None else v), Field(default_factory=dict)]
+
+
+class Split(Model):
+    """``[initial_classes, total_tasks]``; also accepted as ``"5 20"``."""
+
+    initial_classes: int = Field(ge=1)
+    total_tasks: int = Field(ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pair(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = value.replace(",", " ").replace("/", " ").split()
+            value = parts
+        if isinstance(value, (list, tuple)):
+            if len(value) != 2:
+                raise ValueError(f"a split is [initial_classes, total_tasks], got {list(value)!r}")
+            try:
+                return {"initial_classes": int(value[0]), "total_tasks": int(value[1])}
+            except (TypeError, ValueError):
+                raise ValueError(f"a split is two integers, got {list(value)!r}") from None
+        return value
+
+    @property
+    def pair(self) -> tuple[int, int]:
+        return (self.initial_classes, self.total_tasks)
+
+    def label(self) -> str:
+        return f"{self.initial_classes}/{self.total_tasks}"
+
+
+def _split_list(value: Any) -> Any:
+    """A single pair ``[50, 6]`` or ``"50 6"`` is one split; a list of pairs is several."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return [list(value)]
+    return value
+
+
+def _as_list(value: Any) -> Any:
+    return value if isinstance(value, (list, tuple)) else [value]
+
+
+class ApproachVariant(Model):
+    """A grid entry that runs ``approach`` with extra options under its own row ``name``."""
+
+    name: str
+    approach: str
+    set: Options
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError(f"{value!r}: use letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("set")
+    @classmethod
+    def _set(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_options(value)
+
+
+class Grid(Model):
+    """The axes whose cartesian product is the sweep (before ``exclude`` / ``include``)."""
+
+    dataset: list[str] = Field(min_length=1)
+    scenario: list[str] = Field(min_length=1)
+    split: list[Split] = Field(min_length=1)
+    approach: list[ApproachVariant] = Field(min_length=1)
+    seed: list[int] = Field(min_length=1)
+
+    @field_validator("dataset", "scenario", "seed", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return _as_list(value)
+
+    @field_validator("approach", mode="before")
+    @classmethod
+    def _variants(cls, value: Any) -> Any:
+        """A plain name ``dgr`` is the variant ``{name: dgr, approach: dgr}``."""
+        return [{"name": v, "approach": v} if isinstance(v, str) else v for v in _as_list(value)]
+
+    @field_validator("split", mode="before")
+    @classmethod
+    def _splits(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "Grid":
+        for axis in ("dataset", "scenario", "seed"):
+            values = getattr(self, axis)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{axis}: a value is listed twice")
+        labels = [a.name for a in self.approach]
+        if len(set(labels)) != len(labels):
+            raise ValueError("approach: a name is listed twice")
+        return self
+
+    def variants(self) -> list[ApproachVariant]:
+        return list(self.approach)
+
+
+class Match(Model):
+    """A pattern over the axes; an axis left out matches everything."""
+
+    dataset: list[str] | None = None
+    scenario: list[str] | None = None
+    split: list[Split] | None = None
+    approach: list[str] | None = None
+    seed: list[int] | None = None
+
+    @field_validator("dataset", "scenario", "approach", "seed", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return None if value is None else _as_list(value)
+
+    @field_validator("split", mode="before")
+    @classmethod
+    def _splits(cls, value: Any) -> Any:
+        return None if value is None else _split_list(value)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "Match":
+        if all(getattr(self, axis) is None for axis in ("dataset", "scenario", "split", "approach", "seed")):
+            raise ValueError("give at least one of dataset, scenario, split, approach, seed")
+        return self
+
+    def matches(self, axes: dict[str, Any], approach_names: tuple[str, ...]) -> bool:
+        """``approach_names``: the trial's row name and its approach (either may match)."""
+        if self.dataset is not None and axes["dataset"] not in self.dataset:
+            return False
+        if self.scenario is not None and axes["scenario"] not in self.scenario:
+            return False
+        if self.split is not None and (axes["initial_classes"], axes["total_tasks"]) not in [s.pair for s in self.split]:
+            return False
+        if self.approach is not None and not set(approach_names) & set(self.approach):
+            return False
+        if self.seed is not None and axes["seed"] not in self.seed:
+            return False
+        return True
+
+
+class Resources(Model):
+    """What one trial asks Ray for. ``gpu`` below 1 packs several trials on one GPU."""
+
+    gpu: float | None = Field(default=None, ge=0)
+    cpu: float | None = Field(default=None, gt=0)
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_above_one(cls, value: float | None) -> float | None:
+        if value is not None and value > 1 and value != int(value):
+            raise ValueError("a request above 1 GPU must be a whole number (Ray's rule)")
+        return value
+
+
+class DatasetOverride(Model):
+    set: Options
+    resources: Resources | None = None
+    hours: float | None = Field(default=None, ge=0, description="wall-clock hours of one trial with its resources")
+
+    @field_validator("set")
+    @classmethod
+    def _set(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_options(value)
+
+
+class ApproachOverride(Model):
+    set: Options
+    resources: Resources | None = None
+    hours_factor: float = Field(default=1.0, gt=0, description="multiplies the data set's hours")
+
+    @field_validator("set")
+    @classmethod
+    def _set(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_options(value)
+
+
+class Rule(Model):
+    """``overrides:`` entries: options for trials that match, applied last, in order."""
+
+    match: Match
+    set: Options
+    resources: Resources | None = None
+    hours: float | None = Field(default=None, ge=0)
+
+    @field_validator("set")
+    @classmethod
+    def _set(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_options(value)
+
+
+# ----------------------------------------------------------------------------- search
+
+_DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "qloguniform", "randint", "choice")
+
+
+class Distribution(Model):
+    """Exactly one of ``uniform: [lo, hi]``, ``loguniform: [lo, hi]``, ``quniform: [lo, hi, q]``,
+    ``qloguniform: [lo, hi, q]``, ``randint: [lo, hi]`` (hi excluded) or ``choice: [a, b, ...]``."""
+
+    uniform: list[float] | None = None
+    loguniform: list[float] | None = None
+    quniform: list[float] | None = None
+    qloguniform: list[float] | None = None
+    randint: list[int] | None = None
+    choice: list[Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        return normalise_scalar(value) if isinstance(value, dict) else value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Distribution":
+        given = [name for name in _DISTRIBUTIONS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(_DISTRIBUTIONS)}")
+        kind, args = self.kind, self.args
+        if kind == "choice":
+            if not args:
+                raise ValueError("choice: list at least one value")
+            return self
+        expected = 3 if kind.startswith("q") else 2
+        if len(args) != expected:
+            raise ValueError(f"{kind}: expected {expected} numbers, got {args!r}")
+        if args[0] >= args[1]:
+            raise ValueError(f"{kind}: the lower bound must be below the upper bound, got {args!r}")
+        if "log" in kind and args[0] <= 0:
+            raise ValueError(f"{kind}: bounds must be positive, got {args!r}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in _DISTRIBUTIONS if getattr(self, name) is not None)
+
+    @property
+    def args(self) -> list[Any]:
+        return list(getattr(self, self.kind))
+
+    def sample_value(self) -> Any:
+        """A value inside the space (to type-check the key before anything runs)."""
+        return self.args[0]
+
+
+class EarlyStopping(Model):
+    """ASHA on the per-task metric; one "time step" is one finished task."""
+
+    grace_period: int = Field(default=1, ge=1)
+    reduction_factor: float = Field(default=2.0, gt=1)
+    max_t: int | None = Field(default=None, ge=1, description="default: the run's number of tasks")
+
+
+class Search(Model):
+    metric: str = "avg_incremental_accuracy"
+    mode: Literal["max", "min"] = "max"
+    num_samples: int = Field(ge=1)
+    searcher: Literal["random", "optuna"] = "random"
+    seed: int | None = 0
+    space: dict[str, Distribution] = Field(min_length=1)
+    early_stopping: EarlyStopping | None = None
+    max_concurrent: int | None = Field(default=None, ge=1)
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str) -> str:
+        if value not in SEARCH_METRICS:
+            raise ValueError(f"{value!r}: choose one of {', '.join(SEARCH_METRICS)} (reported after every task)")
+        return value
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, value: dict[str, Distribution]) -> dict[str, Distribution]:
+        _check_options({k: None for k in value})
+        return value
+
+
+# ----------------------------------------------------------------------------- report, tune
+
+
+class Report(Model):
+    tables: list[Literal["avg_incremental_accuracy", "last_accuracy", "avg_incremental_accuracy_seen", "forgetting"]] = Field(
+        default_factory=lambda: ["avg_incremental_accuracy", "last_accuracy"], min_length=1
+    )
+    plots: bool = True
+    paper: bool = True
+    top_k: int = Field(default=5, ge=1, description="search: how many best configs to list")
+
+
+class TuneSettings(Model):
+    reuse_actors: bool = True
+    max_concurrent_trials: int | None = Field(default=None, ge=1)
+
+
+class Sweep(Model):
+    name: str
+    description: str = ""
+    defaults: Options
+    grid: Grid
+    datasets: dict[str, DatasetOverride] = Field(default_factory=dict)
+    approaches: dict[str, ApproachOverride] = Field(default_factory=dict)
+    overrides: list[Rule] = Field(default_factory=list)
+    exclude: list[Match] = Field(default_factory=list)
+    include: list[Match] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=lambda: Resources(gpu=1, cpu=1))
+    skip_missing_approaches: bool = False
+    requires: list[str] = Field(default_factory=list, description="options that must come from --set (say data_root)")
+    search: Search | None = None
+    report: Report = Field(default_factory=Report)
+    tune: TuneSettings = Field(default_factory=TuneSettings)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError(f"{value!r}: use letters, digits, '_', '.', '-' (it names the results folder)")
+        return value
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _grid_given(cls, value: Any) -> Any:
+        if value is None or value == {}:
+            raise ValueError("is empty: give dataset, scenario, split, approach and seed")
+        return value
+
+    @field_validator("defaults")
+    @classmethod
+    def _defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_options(value)
+
+    @model_validator(mode="after")
+    def _keys_name_grid_values(self) -> "Sweep":
+        datasets = set(self.grid.dataset) | {d for m in self.include for d in (m.dataset or [])}
+        for name in self.datasets:
+            if name not in datasets:
+                raise ValueError(f"datasets.{name}: not a data set of the grid ({', '.join(sorted(datasets))})")
+        names = {v.name for v in self.grid.variants()} | {v.approach for v in self.grid.variants()}
+        names |= {a for m in self.include for a in (m.approach or [])}
+        for name in self.approaches:
+            if name not in names:
+                raise ValueError(f"approaches.{name}: not an approach of the grid ({', '.join(sorted(names))})")
+        return self

@@ -1,0 +1,110 @@
+"""The LT-CIL 2-stage recipe: the class-balanced sampler, label-aware smoothing and the
+learnable weight scaling of the frozen classifier."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from cil_core import losses
+from cil_core.engine.learner import Learner
+from cil_core.methods.eeil import EEIL
+from cil_core.methods.lucir import LUCIR
+from cil_core.methods.podnet import PODNet
+from cil_core.methods.two_stage import EEIL2Stage, LUCIR2Stage, PODNet2Stage, TwoStageMixin
+from cil_core.registry import get_method
+
+
+def test_balanced_sampler_draws_every_class_equally_often():
+    labels = np.array([0] * 900 + [1] * 90 + [2] * 10)
+    stub = SimpleNamespace(train_labels=labels, generator=torch.Generator().manual_seed(0))
+    indices = np.arange(1000)
+    draws = np.concatenate([Learner._balanced_indices(stub, indices) for _ in range(30)])
+    assert len(draws) == 30 * 1000  # same epoch length as the data
+    share = np.bincount(labels[draws], minlength=3) / len(draws)
+    assert share == pytest.approx([1 / 3] * 3, abs=0.01)
+    tail = draws[labels[draws] == 2]
+    assert set(tail.tolist()) == set(range(990, 1000))  # within a class: uniform over its images
+
+
+def test_label_aware_smoothing_factors_by_hand():
+    counts = torch.tensor([500.0, 20.0, 5.0])
+    x = torch.tensor([1.0, 15 / 495, 0.0])
+    expected = 0.1 + 0.3 * torch.sin(x * math.pi / 2)  # concave (MiSLAS's default)
+    assert torch.allclose(losses.label_aware_smoothing(counts, 0.4, 0.1), expected)
+    assert losses.label_aware_smoothing(counts, 0.4, 0.1, "linear").tolist() == pytest.approx([0.4, 0.1 + 0.3 * 15 / 495, 0.1])
+    assert losses.label_aware_smoothing(torch.tensor([7.0, 7.0]), 0.4, 0.1).tolist() == pytest.approx([0.1, 0.1])
+
+
+def test_label_aware_smoothing_loss_by_hand():
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    eps = torch.tensor([0.4, 0.2, 0.1])
+    logp = torch.log_softmax(logits, 1)[0].tolist()
+    expected = (1 - 0.4) * -logp[0] + 0.4 * -sum(logp) / 3
+    assert float(losses.label_aware_smoothing_loss(logits, torch.tensor([0]), eps)) == pytest.approx(expected, rel=1e-6)
+    # with no smoothing it is cross-entropy
+    ce = torch.nn.functional.cross_entropy(logits, torch.tensor([0]))
+    assert float(losses.label_aware_smoothing_loss(logits, torch.tensor([0]), torch.zeros(3))) == pytest.approx(float(ce))
+
+
+def test_wrappers_subclass_their_base_and_extend_its_options():
+    for wrapped, base in ((EEIL2Stage, EEIL), (LUCIR2Stage, LUCIR), (PODNet2Stage, PODNet)):
+        assert issubclass(wrapped, base) and issubclass(wrapped, TwoStageMixin)
+        assert get_method(f"{base.name}_2stage") is wrapped
+        opts = wrapped.Options()
+        assert opts.stage2_epochs == 30 and opts.smooth_head == 0.4 and opts.smooth_tail == 0.1
+        for field in base.Options.__dataclass_fields__:
+            assert hasattr(opts, field)
+
+
+class Net(torch.nn.Module):
+    """Logits = a fixed linear map of the input; its parameters must not change in stage 2."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(3, 3)
+
+    def forward(self, x):
+        return {"logits": self.head(x), "features": x}
+
+
+def test_stage_two_learns_only_a_scale_per_class(make_learner, task_context):
+    net = Net()
+    learner = make_learner(model=net)
+    method = EEIL2Stage(learner=learner, options=EEIL2Stage.Options())
+    ctx = task_context(0, 0, 3, train_counts=[50, 10, 2])
+    method.after_train(ctx)
+    (phase,) = learner.phases  # (EEIL has no fine-tuning after the first task)
+    assert phase.balanced and phase.schedule == "cosine" and phase.epochs == 30
+    assert phase.train_mode is False and phase.use_teacher is False
+    assert phase.lr == pytest.approx(0.01)  # a tenth of the run's lr
+    (scale,) = phase.param_groups[0]["params"]
+    assert scale.tolist() == [1.0, 1.0, 1.0]
+    x = torch.randn(4, 3)
+    with torch.no_grad():
+        scale.copy_(torch.tensor([2.0, 0.5, 1.0]))
+    out = phase.forward(x)
+    assert torch.allclose(out["logits"], net(x)["logits"] * torch.tensor([2.0, 0.5, 1.0]))
+    step = SimpleNamespace(out=out, y=torch.tensor([0, 1, 2, 2]))
+    loss = sum(phase.loss_terms(step).values())
+    grads = torch.autograd.grad(loss, [scale] + list(net.parameters()), allow_unused=True)
+    assert grads[0] is not None and all(g is None for g in grads[1:])  # the classifier is frozen
+    smoothing = losses.label_aware_smoothing(torch.tensor([50.0, 10.0, 2.0]), 0.4, 0.1)
+    expected = losses.label_aware_smoothing_loss(out["logits"].detach(), step.y, smoothing)
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_scales_apply_at_prediction_and_new_classes_start_at_one(make_learner):
+    method = LUCIR2Stage(learner=make_learner(), options=LUCIR2Stage.Options())
+    logits = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    assert torch.equal(method.eval_logits({"logits": logits}, 4), logits)
+    method.lws_scale = torch.tensor([2.0, 0.5])
+    assert method.eval_logits({"logits": logits}, 4).tolist() == [[2.0, 1.0, 3.0, 4.0]]
+    restored = LUCIR2Stage(learner=make_learner(), options=LUCIR2Stage.Options())
+    restored.load_state_dict(method.state_dict())
+    assert torch.equal(restored.lws_scale, method.lws_scale)
+    assert "lamb" in method.state_dict()  # the base method's state travels too
