@@ -95,7 +95,8 @@ def _list() -> int:
     print("datasets:")
     for name in sorted(DATASETS, key=str.lower):
         spec = DATASETS[name]
-        print(f"  {name:20s} {spec.num_classes} classes, backbone {spec.protocol.backbone}, {spec.protocol.epochs} epochs")
+        classes = f"{spec.num_classes} classes" if spec.num_classes else "classes from train.txt"
+        print(f"  {name:20s} {classes}, backbone {spec.protocol.backbone}, {spec.protocol.epochs} epochs")
     print("backbones: " + ", ".join(sorted(BACKBONES)))
     return 0
 

@@ -210,7 +210,7 @@ def resolve_config(config: RunConfig) -> RunConfig:
     """
     from .registry import get_dataset, get_method
 
-    spec = get_dataset(config.dataset)
+    spec = get_dataset(config.dataset).bind(config)
     protocol = spec.protocol
     method = get_method(config.approach)
     epochs = config.epochs if config.epochs is not None else protocol.epochs

@@ -42,11 +42,19 @@ def fingerprint(config: RunConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _cuda_setup() -> None:
+    """Process-wide CUDA settings for training: a run's batches have one fixed shape, so
+    cuDNN's autotuner (benchmark mode) picks the fastest convolution algorithm per shape
+    once. Runs stay seed-reproducible, not bitwise identical across runs on CUDA."""
+    torch.backends.cudnn.benchmark = True
+
+
 def select_device(spec: str) -> torch.device:
     """``auto``: the first CUDA device if there is one, else the CPU (said once per process)."""
     global _cpu_notice_given
     if spec == "auto":
         if torch.cuda.is_available():
+            _cuda_setup()
             return torch.device("cuda")
         if not _cpu_notice_given:
             log.warning("no CUDA device found: running on the CPU")
@@ -58,6 +66,7 @@ def select_device(spec: str) -> torch.device:
         device = torch.device(spec)
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        _cuda_setup()
         return device
     if spec == "cpu":
         return torch.device("cpu")
@@ -74,7 +83,15 @@ def _check_out_dir(out: Path, config: RunConfig, fp: str) -> dict[str, Any] | No
     """Refuse to mix two configs in one folder; return a finished result if there is one."""
     saved = out / "config.json"
     if saved.exists():
-        previous = json.loads(saved.read_text())
+        try:
+            previous = json.loads(saved.read_text())
+        except (OSError, ValueError):
+            # damaged on disk (it is written atomically): rewritten below; the checkpoints and
+            # result.json carry their own fingerprints, so nothing of another config is reused
+            log.warning("%s is unreadable; it is written again", saved)
+            previous = {"fingerprint": fp}
+        if not isinstance(previous, dict):
+            previous = {"fingerprint": fp}
         if previous.get("fingerprint") != fp:
             raise ConfigError(
                 f"{out} holds a run of a different config (fingerprint {previous.get('fingerprint')} != {fp}); "
@@ -112,7 +129,7 @@ def run_experiment(
         atomic_write_json(out / "config.json", {"fingerprint": fp, **config.to_dict()})
     device = select_device(config.device)
     seed_everything(config.seed)
-    spec = get_dataset(config.dataset)
+    spec = get_dataset(config.dataset).bind(config)
     dataset = spec.load(config)
     scenario = build_scenario(
         dataset.train.labels,
@@ -151,7 +168,7 @@ def run_experiment(
 def assemble_result(config: RunConfig, fp: str, scenario: Any, rows: list[dict[str, Any]], device: torch.device, wall_s: float) -> dict[str, Any]:
     acc_matrix = [row["acc_row"] for row in rows]
     acc_seen = [row["acc_seen"] for row in rows]
-    groups = M.shot_groups(scenario.train_counts)
+    groups = M.shot_groups(scenario.counts_before_val)
     device_name = str(device)
     if device.type == "cuda":
         device_name = f"{device} ({torch.cuda.get_device_name(device)})"
@@ -164,6 +181,7 @@ def assemble_result(config: RunConfig, fp: str, scenario: Any, rows: list[dict[s
         "class_order": [int(c) for c in scenario.class_order],
         "task_classes": [[int(c) for c in task] for task in scenario.task_classes],
         "train_counts": [int(c) for c in scenario.train_counts],
+        "counts_before_val": [int(c) for c in scenario.counts_before_val],
         "acc_matrix": acc_matrix,
         "acc_seen": acc_seen,
         **M.summarise(acc_matrix, acc_seen),

@@ -40,9 +40,14 @@ def forgetting(acc_matrix: list[list[float]]) -> float:
 
 
 def shot_groups(train_counts: np.ndarray) -> np.ndarray:
-    """0 many (> 100 training images), 1 medium (20-100), 2 few (< 20)."""
-    counts = np.asarray(train_counts)
-    return np.where(counts > 100, 0, np.where(counts >= 20, 1, 2))
+    """0 many (> 100 training images), 1 medium (20-100), 2 few (< 20).
+
+    The thresholds live with the scenario code (one source of truth); feed the counts
+    before the validation hold-out, as the paper's 35/35/30 split of CIFAR-100-LT does.
+    """
+    from .data.scenarios import shot_groups as _groups
+
+    return _groups(train_counts)
 
 
 def shot_accuracy(per_class_correct: np.ndarray, per_class_total: np.ndarray, groups: np.ndarray) -> dict[str, float | None]:

@@ -86,6 +86,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     """Start (embedded) or join (address) Ray; return what it offers."""
     _driver_env()
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address == "local":  # Ray's word for a new local instance: the embedded one, on 127.0.0.1
+        address = None
     if address is None:
         _bind_localhost()
     else:
@@ -96,7 +98,9 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
         ray.shutdown()
     common = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level=logging.WARNING)
     if address is None:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address="127.0.0.1", **common)
+        # address="local": always a new Ray of our own. Without it ray.init() joins the Ray
+        # that /tmp/ray/ray_current_cluster names (another sweep's, a `ray start` node, ...).
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address="127.0.0.1", **common)
         info = ClusterInfo(address=None)
     else:
         try:

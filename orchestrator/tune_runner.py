@@ -42,6 +42,7 @@ class RunOptions:
     num_cpus: int | None = None
     num_gpus: int | None = None
     progress_every_s: float = 15.0
+    only_ids: set[str] | None = None  # --only: run just these; the rest stay in sweep.json
 
 
 @dataclass
@@ -374,12 +375,15 @@ def run_sweep(sweep: schema.Sweep, trials: list[TrialSpec], opts: RunOptions, *,
     write_sweep_meta(store, sweep, trials, opts.where, sweep_text)
     outcome = RunOutcome()
     if sweep.search is None:
-        to_run, outcome.skipped_done, outcome.skipped_failed = plan(store, trials, retry_failed=opts.retry_failed)
-        unique = len({t.id for t in trials})
+        in_slice = trials if opts.only_ids is None else [t for t in trials if t.id in opts.only_ids]
+        to_run, outcome.skipped_done, outcome.skipped_failed = plan(store, in_slice, retry_failed=opts.retry_failed)
+        unique = len({t.id for t in in_slice})
         plan_line = (
             f"{unique} trials: {outcome.skipped_done} finished earlier (skipped), {outcome.skipped_failed} failed "
             f"permanently (skipped; --retry-failed runs them), {len(to_run)} to run"
         )
+        if opts.only_ids is not None:
+            plan_line += f"; {len({t.id for t in trials}) - unique} outside --only left for later"
     else:
         to_run = list(trials)
         plan_line = f"search: {len(trials)} base trial(s) x {sweep.search.num_samples} samples"

@@ -373,7 +373,7 @@ class Learner:
         for u in range(ctx.task + 1):
             cls = self.scenario.task_classes[u]
             acc_row.append(float(100.0 * correct_np[cls].sum() / max(1.0, total_np[cls].sum())))
-        groups = M.shot_groups(self.scenario.train_counts[:n_seen])
+        groups = M.shot_groups(self.scenario.counts_before_val[:n_seen])
         per_class = np.where(total_np > 0, 100.0 * correct_np / np.maximum(total_np, 1), 0.0)
         return {
             "task": ctx.task,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 from conftest import write_sweep
@@ -114,7 +115,8 @@ def test_diverged_trial_fails_permanently_without_endless_retries(cluster, tmp_p
     assert f"{hot.id}  [failed, permanent] TrainingDiverged: loss became non-finite" in err
     store = Store(results)
     folder = store.local(trial_rel(hot.id))
-    assert json.loads((folder / "failed.json").read_text())["kind"] == "diverged"
+    failed = json.loads((folder / "failed.json").read_text())
+    assert failed["kind"] == "diverged" and re.search(r"in task \d+, phase train, epoch \d+", failed["error"])  # names where
     starts, _ = _attempts(folder)
     assert len(starts) == 1, "Ray's retries must not train the diverged trial again"
     assert trial_status(store, trials["finetune"]).state == "done"

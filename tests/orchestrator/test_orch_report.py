@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 
 from conftest import make_results
 
@@ -102,3 +103,34 @@ def test_report_with_nothing_finished_and_unfinished_cells(tmp_path, capsys):
     assert all(c["verdict"] in ("not finished",) for c in out.tables.checks)
     assert main(["report", store.root, "--check", "--no-plots"]) == 0  # nothing finished: nothing outside
     assert main(["report", str(tmp_path / "nope")]) == 2
+
+
+def test_result_files_are_read_as_json_only(tmp_path, capsys):
+    """result.json (and every other file a trial writes) is parsed with json.loads only: a
+    file holding a pickle or a YAML object tag is an unfinished trial, never executed."""
+    import pickle
+
+    from orchestrator.store import trial_rel
+    from orchestrator.sweep import expand, load_sweep_text
+
+    marker = tmp_path / "executed"
+    store = make_results(tmp_path, SWEEP, VALUES)
+    specs = expand(load_sweep_text(SWEEP, "x.yaml"))
+    dgr0 = next(s for s in specs if (s.row, s.split, s.seed) == ("dgr", (5, 20), 0))
+    dgr1 = next(s for s in specs if (s.row, s.split, s.seed) == ("dgr", (5, 20), 1))
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    store.write_bytes(trial_rel(dgr0.id, "result.json"), pickle.dumps(Payload()))
+    store.write_text(trial_rel(dgr1.id, "result.json"), f"!!python/object/apply:os.system ['touch {marker}']\n")
+    store.write_text(trial_rel(dgr1.id, "progress.json"), f"!!python/object/apply:os.system ['touch {marker}']\n")
+    assert main(["status", store.root]) == 0
+    out = capsys.readouterr().out
+    assert "7 done" in out
+    assert main(["report", store.root]) == 0
+    capsys.readouterr()
+    assert "7 of 12 trials finished" in store.local("tables.md").read_text()
+    assert "| dgr | **36.00** (1/3) [paper 34.35" in store.local("tables.md").read_text()  # only seed 2 counts
+    assert not marker.exists()

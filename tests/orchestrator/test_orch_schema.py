@@ -72,10 +72,18 @@ def test_bad_sweep_exits_2_with_one_line_naming_file_and_key(tmp_path, capsys, t
     assert out == ""
 
 
-def test_yaml_is_never_evaluated_as_code(tmp_path):
-    text = GOOD + "description: !!python/object/apply:os.system ['echo hacked']\n"
+def test_yaml_is_never_evaluated_as_code(tmp_path, capsys):
+    marker = tmp_path / "executed"
+    text = GOOD + f"description: !!python/object/apply:os.system ['touch {marker}']\n"
     with pytest.raises(SweepError, match="not valid YAML"):
         load_sweep_text(text, "x.yaml")
+    # through the command line too: bad input (exit 2), nothing run
+    code, _, err = run_cli(capsys, str(write_sweep(tmp_path, text)), "--dry-run", "--skip-cil-check")
+    assert code == 2 and "not valid YAML" in one_error_line(err)
+    # a --set value is read with the safe loader as well: a tag stays a plain string
+    tagged = f"!!python/object/apply:os.system ['touch {marker}']"
+    assert parse_set_items([f"lr={tagged}"]) == {"lr": tagged}
+    assert not marker.exists()
 
 
 def test_options_are_checked_by_cil_core_itself(tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -80,12 +81,17 @@ def test_real_run_writes_its_files_and_reports_each_task(tmp_path, monkeypatch):
 
 def test_diverged_trial_fails_permanently_and_is_not_retrained(tmp_path, capsys):
     store = Store(tmp_path / "results")
-    spec = spec_for(lr=1e12)
+    spec = spec_for(lr=1e12, epochs=3)
     with pytest.raises(PermanentTrialFailure, match="diverged"):
         call(store, spec)
     folder = store.local(trial_rel(spec.id))
     failed = json.loads((folder / "failed.json").read_text())
     assert failed["kind"] == "diverged" and failed["permanent"] and "non-finite" in failed["error"]
+    # the failure names the task and epoch, and training stopped there: no later epoch ran
+    where = re.search(r"in task (\d+), phase train, epoch (\d+)", failed["error"])
+    assert where, failed["error"]
+    log_lines = (folder / "log.jsonl").read_text().splitlines() if (folder / "log.jsonl").exists() else []
+    assert len(log_lines) == 3 * int(where[1]) + int(where[2])  # the tasks before, then epochs 0..N-1; N diverged
     started = time.monotonic()
     with pytest.raises(PermanentTrialFailure):  # a retry stops at once, without training
         call(store, spec)
@@ -97,6 +103,7 @@ def test_diverged_trial_fails_permanently_and_is_not_retrained(tmp_path, capsys)
     assert main(["status", store.root]) == 0
     out = capsys.readouterr().out
     assert "1 failed" in out and "permanent diverged: TrainingDiverged: loss became non-finite" in out
+    assert f"in task {where[1]}, phase train, epoch {where[2]}" in out
     assert f"--- {spec.id} failed (permanent, diverged)" in out
 
 
@@ -137,3 +144,27 @@ def test_status_tells_running_interrupted_pending_and_who_holds_the_lock(tmp_pat
     assert "4 trials: 1 done, 1 running, 1 pending, 0 stopped, 1 interrupted, 0 failed" in text
     assert f"orchestrator: pid {dead.pid}" in text and "stale lock" in text
     assert f"{specs[0].id}  running" in text and "1/2" in text
+
+
+def test_corrupt_checkpoint_of_an_interrupted_trial_is_trained_again_not_a_crash_loop(tmp_path):
+    """Through the trainable: a trial interrupted in its last task whose newest checkpoint is
+    truncated on disk resumes from the one before, trains the task again, and finishes."""
+    store = Store(tmp_path / "results")
+    spec = spec_for(initial_classes=10, total_tasks=3)
+    call(store, spec)
+    folder = store.local(trial_rel(spec.id))
+    first = json.loads((folder / "result.json").read_text())
+    (folder / "result.json").unlink()  # as if it was stopped in task 2 ...
+    for path in (folder / "checkpoints").glob("task_002.*"):
+        path.unlink()
+    ckpt = folder / "checkpoints" / "task_001.pt"  # ... and task 1's checkpoint was then damaged
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    assert trial_status(store, spec).state != "done"
+    reports = call(store, spec)
+    assert [(r["task"], r["restored"]) for r in reports] == [(0, True), (1, False), (2, False)] and reports[-1]["final"]
+    assert (folder / "checkpoints" / "task_001.pt.corrupt").exists() and (folder / "checkpoints" / "task_002.pt").exists()
+    assert "fails its checksum" in (folder / "stderr.log").read_text()
+    again = json.loads((folder / "result.json").read_text())
+    assert again["acc_matrix"] == first["acc_matrix"] and again["avg_incremental_accuracy"] == first["avg_incremental_accuracy"]
+    assert (folder / "attempts.jsonl").read_text().count('"event": "start"') == 2
+    assert trial_status(store, spec).state == "done" and not (folder / "failed.json").exists()

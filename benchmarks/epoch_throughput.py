@@ -1,0 +1,206 @@
+"""Training throughput of one CIFAR-100-LT-sized epoch: tensor-resident pipeline vs DataLoader.
+
+Same ResNet-32 (100 classes), same optimiser, same training step (forward, cross-entropy,
+backward, SGD with momentum), fed by the two pipelines of ``cil_core/data/batches.py``:
+  * ``tensor`` : :class:`TensorPipeline`: uint8 images resident on the device, the batch's
+                 pad + random-resized crop + flip + normalise done on the device at once;
+  * ``loader`` : :class:`LoaderPipeline`: a torch DataLoader over the same uint8 images as
+                 PIL images with the torchvision transforms of ``augment.py``, persistent
+                 workers sized to the CPUs (``default_workers()``), pinned memory on CUDA.
+The two alternate epoch by epoch in one process (order rotated each round), so machine
+noise hits both alike; medians over rounds are reported, and the last line is the median
+over rounds of the per-round ratio of images per second.
+
+The data: ``--data random`` (default) is random uint8 32x32 RGB images with the
+CIFAR-100-LT training profile (500 ... 5 images per class, rho 100: 10,847 images; CIFAR-100
+itself needs a download); ``--data tinyimagenet`` is tinyimagenet100_lt decoded at 32x32
+(``--data-root``). Image content does not change either pipeline's cost.
+
+A full epoch is 85 batches of 128. On a CPU that is minutes per epoch, so ``--batches N``
+(default on CPU: 8) or ``--epochs-fraction F`` times a random N-batch slice of the epoch;
+each timed "epoch" includes starting the pipeline's iterator (the loader's prefetch).
+Before the training rounds, a data-only pass times each pipeline alone (no model).
+
+    python benchmarks/epoch_throughput.py --device cpu --batches 8 --rounds 5
+    python benchmarks/epoch_throughput.py --device cuda --epochs-fraction 1 --rounds 5 --threads 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cil_core.backbones.resnet_cifar import resnet32
+from cil_core.config import RunConfig
+from cil_core.data.batches import LoaderPipeline, TensorPipeline, default_workers
+from cil_core.data.datasets import CIFAR_MEAN, CIFAR_PROTOCOL, CIFAR_STD
+from cil_core.data.scenarios import long_tail_counts
+from cil_core.data.types import ImageSplit, LoadedDataset
+from cil_core.engine.network import IncrementalNet, LinearHead
+
+from _common import cpu_note, interleaved, median, paired_ratio, setup_threads, syncer
+
+
+def random_cifar100_lt(seed: int = 0) -> LoadedDataset:
+    """Random uint8 32x32 images, per-class counts of CIFAR-100-LT (rho 100): 10,847 images."""
+    counts = long_tail_counts(500, 100, 100.0)
+    g = torch.Generator().manual_seed(seed)
+    labels = np.repeat(np.arange(100), counts)
+    train = torch.randint(0, 256, (len(labels), 3, 32, 32), generator=g, dtype=torch.uint8)
+    test_labels = np.repeat(np.arange(100), 2)
+    test = torch.randint(0, 256, (len(test_labels), 3, 32, 32), generator=g, dtype=torch.uint8)
+    return LoadedDataset(
+        name="random_cifar100_lt",
+        num_classes=100,
+        train=ImageSplit(labels=labels, images=train),
+        test=ImageSplit(labels=test_labels, images=test),
+        protocol=CIFAR_PROTOCOL,
+        mean=CIFAR_MEAN,
+        std=CIFAR_STD,
+        n_max=500,
+        augment_family="cifar",
+    )
+
+
+def tinyimagenet(data_root: str | None) -> LoadedDataset:
+    from cil_core.registry import get_dataset
+
+    cfg = RunConfig(dataset="tinyimagenet100_lt", approach="finetune", scenario="lt", initial_classes=50,
+                    total_tasks=6, data_root=data_root, image_size=32)
+    return get_dataset("tinyimagenet100_lt").bind(cfg).load(cfg)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--data", choices=("random", "tinyimagenet"), default="random")
+    parser.add_argument("--data-root", default="/work/shared/data/tinyimagenet100_lt")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--batches", type=int, default=None, help="batches per timed epoch (default: 8 on CPU, the full epoch on CUDA)")
+    size.add_argument("--epochs-fraction", type=float, default=None, help="fraction of the full epoch per timed epoch")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup-batches", type=int, default=2, help="an untimed short epoch per pipeline first (starts the workers)")
+    parser.add_argument("--data-only-batches", type=int, default=20, help="batches per pipeline in the data-only pass (0: skip)")
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: cil_core's default_workers(), sized to the CPUs)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads in the training process (0: torch's default)")
+    parser.add_argument("--no-amp", action="store_true", help="CUDA: no bf16 autocast (the learner's default is on)")
+    parser.add_argument("--no-channels-last", action="store_true", help="CUDA: NCHW (the learner's default is channels_last)")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    threads = setup_threads(device, args.threads)
+    sync = syncer(device)
+    dataset = random_cifar100_lt() if args.data == "random" else tinyimagenet(args.data_root)
+    n_train = len(dataset.train)
+    epoch_batches = math.ceil(n_train / args.batch_size)
+    if args.batches is not None:
+        n_batches = args.batches
+    elif args.epochs_fraction is not None:
+        n_batches = max(1, round(args.epochs_fraction * epoch_batches))
+    else:
+        n_batches = 8 if device.type == "cpu" else epoch_batches
+    n_batches = min(n_batches, epoch_batches)
+    n_images = min(n_train, n_batches * args.batch_size)
+    workers = args.workers if args.workers is not None else default_workers()
+    config = RunConfig(dataset="cifar100", approach="finetune", scenario="lt", initial_classes=50, total_tasks=6,
+                       num_workers=workers, device=str(device))
+    label_map = np.arange(dataset.num_classes)
+    pipelines = {
+        "tensor": TensorPipeline(dataset, label_map, config, device),
+        "loader": LoaderPipeline(dataset, label_map, config, device),
+    }
+    use_cuda = device.type == "cuda"
+    amp = use_cuda and not args.no_amp and torch.cuda.is_bf16_supported()
+    channels_last = use_cuda and not args.no_channels_last
+    print(
+        f"device={device} threads={threads} loader_workers={workers} amp={amp} channels_last={channels_last} "
+        f"data={dataset.name} train_images={n_train} (full epoch {epoch_batches} batches) "
+        f"timed epoch={n_batches} batches / {n_images} images; {cpu_note()}"
+    )
+
+    torch.manual_seed(0)
+    model = IncrementalNet(resnet32(), LinearHead(64))
+    model.head.grow(dataset.num_classes)
+    model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    rng = np.random.default_rng(0)
+    gen = torch.Generator().manual_seed(0)
+    all_indices = np.arange(n_train)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)["logits"]
+        loss = F.cross_entropy(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def epoch(name: str, images: int, train: bool = True) -> None:
+        idx = all_indices if images >= n_train else rng.choice(n_train, images, replace=False)
+        last = None
+        for x, y in pipelines[name].train_batches(idx, args.batch_size, gen):
+            if train:
+                step(x, y)
+            else:
+                last = x
+        if last is not None and device.type == "cpu":
+            float(last[0, 0, 0, 0])  # data-only: make sure the batch exists
+
+    # Warm-up: start the loader's persistent workers, the allocator, cudnn's autotuner.
+    for name in pipelines:
+        epoch(name, args.warmup_batches * args.batch_size)
+    sync()
+
+    def cpu_seconds() -> float:
+        """This process's CPU seconds plus the loader workers' (from /proc; Linux)."""
+        total = time.process_time()
+        it = getattr(pipelines["loader"]._train_loader, "_iterator", None)
+        for w in getattr(it, "_workers", []) or []:
+            try:
+                fields = Path(f"/proc/{w.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
+
+    if args.data_only_batches > 0:
+        k = min(n_train, args.data_only_batches * args.batch_size)
+        d, dc = interleaved({name: (lambda name=name: epoch(name, k, train=False)) for name in pipelines}, 3, 0, sync, cpu_seconds)
+        ips = {name: k / median(t) for name, t in d.items()}
+        cpu_k = {name: 1000 * median(t) / k for name, t in dc.items()}
+        print(f"  data only ({k} images, 3 rounds): tensor {ips['tensor']:.0f} img/s, loader {ips['loader']:.0f} img/s "
+              f"(tensor/loader {paired_ratio(d, 'loader', 'tensor'):.2f}); CPU s per 1000 images incl. workers: "
+              f"tensor {cpu_k['tensor']:.2f}, loader {cpu_k['loader']:.2f}")
+
+    t0 = time.perf_counter()
+    times, cpu = interleaved({name: (lambda name=name: epoch(name, n_images)) for name in pipelines}, args.rounds, 0, sync, cpu_seconds)
+    ips = {name: n_images / median(t) for name, t in times.items()}
+    per_round = {name: [n_images / v for v in t] for name, t in times.items()}
+    cpu_k = {name: 1000 * median(t) / n_images for name, t in cpu.items()}
+    print(
+        f"{device.type} train ({args.rounds} rounds, {time.perf_counter() - t0:.0f} s): "
+        f"tensor {ips['tensor']:.1f} img/s ({median(times['tensor']):.1f} s/epoch-slice), "
+        f"loader {ips['loader']:.1f} img/s ({median(times['loader']):.1f} s/epoch-slice); "
+        f"full epoch at these rates: tensor {n_train / ips['tensor']:.0f} s, loader {n_train / ips['loader']:.0f} s; "
+        f"CPU s per 1000 images incl. loader workers: tensor {cpu_k['tensor']:.1f}, loader {cpu_k['loader']:.1f}"
+    )
+    spread = sorted(a / b for a, b in zip(per_round["tensor"], per_round["loader"]))
+    print(f"  per-round tensor/loader images-per-second: {', '.join(f'{v:.2f}' for v in spread)}")
+    print(f"ratio tensor/loader images-per-second: {paired_ratio(per_round, 'tensor', 'loader'):.2f}")
+
+
+if __name__ == "__main__":
+    main()
