@@ -265,7 +265,7 @@ class Learner:
 
     def _train_epoch(self, phase: Phase, ctx: TaskContext, optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> dict[str, float]:
         self.model.train(phase.train_mode)
-        forward = phase.forward or self.model
+        forward = phase.forward or self._training_forward()
         indices = self._balanced_indices(phase.indices) if phase.balanced else phase.indices
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), device=self.device)
@@ -303,6 +303,18 @@ class Learner:
         result["_correct"] = float(correct)
         result["_n"] = n
         return result
+
+    def _training_forward(self) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+        """The model, or with ``compile`` a ``torch.compile`` wrapper sharing its parameters.
+
+        The wrapper is built once: the module it wraps stays ``self.model`` (checkpoints keep
+        their plain keys), and a grown head only triggers one recompilation per task.
+        """
+        if not self.config.compile:
+            return self.model
+        if getattr(self, "_compiled", None) is None:
+            self._compiled = torch.compile(self.model)
+        return self._compiled
 
     def _balanced_indices(self, indices: np.ndarray) -> np.ndarray:
         """Class-balanced resampling: every class drawn with equal probability, same epoch length."""
