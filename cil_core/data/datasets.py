@@ -47,7 +47,10 @@ IMAGENET_PROTOCOL = DatasetProtocol(backbone="resnet18", epochs=90, lr_milestone
 # (measured: DGR lt 20 5 with 10 epochs, 216 s); the lr steps sit at the fractions of 80/120
 # of 160.
 CPU_PROTOCOL = DatasetProtocol(backbone="resnet8", epochs=6, lr_milestones=(3, 5), weight_decay=5e-4, image_size=32)
-DIGITS_PROTOCOL = DatasetProtocol(backbone="convnet", epochs=8, lr_milestones=(6,), weight_decay=5e-4, image_size=8, batch_size=64)
+# digits' long-tailed tasks are tiny (the first task of "lt 2 5" holds 52 images): 8 epochs at
+# batch 64 were 8 SGD steps, and the linear-head methods stayed at chance on it. 20 epochs at
+# batch 32 (about 40 steps) learn it (DGR lt 2 5: 25.6 -> 51.4 avg. inc. accuracy) at ~20 s.
+DIGITS_PROTOCOL = DatasetProtocol(backbone="convnet", epochs=20, lr_milestones=(15,), weight_decay=5e-4, image_size=8, batch_size=32)
 SYNTHETIC_PROTOCOL = DatasetProtocol(backbone="convnet", epochs=2, lr_milestones=(), weight_decay=5e-4, image_size=16, batch_size=64)
 
 PREPARE = "python -m cil_core prepare"
