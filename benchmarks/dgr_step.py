@@ -42,9 +42,10 @@ class _Ctx:
         self.n_old, self.n_seen = n_old, n_seen
 
 
-def build(num_classes: int, device: torch.device, seed: int = 0):
+def build(num_classes: int, device: torch.device, seed: int = 0, make_backbone=resnet32):
+    """The model (64-d features from ``make_backbone()``, built after seeding) and its frozen teacher."""
     torch.manual_seed(seed)
-    model = IncrementalNet(resnet32(), LinearHead(64))
+    model = IncrementalNet(make_backbone(), LinearHead(64))
     model.head.grow(num_classes)
     model.to(device)
     teacher = copy.deepcopy(model).eval()
@@ -140,14 +141,7 @@ class _HeadOnly(torch.nn.Module):
 
 
 def build_head_only(num_classes: int, device: torch.device, seed: int = 0):
-    torch.manual_seed(seed)
-    model = IncrementalNet(_HeadOnly(), LinearHead(64))
-    model.head.grow(num_classes)
-    model.to(device)
-    teacher = copy.deepcopy(model).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return model, teacher
+    return build(num_classes, device, seed, make_backbone=_HeadOnly)
 
 
 def measure(num_classes: int, device: torch.device, batch: int, rounds: int, warmup: int, head_only: bool = False):
