@@ -195,3 +195,11 @@ def label_aware_smoothing_loss(logits: torch.Tensor, targets: torch.Tensor, smoo
     nll = -log_p.gather(1, targets[:, None]).squeeze(1)
     uniform = -log_p.mean(1)
     return ((1 - eps) * nll + eps * uniform).mean()
+
+
+def mixup_cross_entropy(logits: torch.Tensor, targets_a: torch.Tensor, targets_b: torch.Tensor, lam: float) -> torch.Tensor:
+    """Mixup's loss (Zhang et al., ICLR 2018) on the logits of mixed inputs
+    ``lam * x_i + (1 - lam) * x_perm(i)``: ``lam * CE(logits, y_i) + (1 - lam) * CE(logits, y_perm(i))``,
+    each cross-entropy a batch mean (GVAlign's ``mixup_criterion``)."""
+    logits = logits.float()
+    return lam * F.cross_entropy(logits, targets_a) + (1.0 - lam) * F.cross_entropy(logits, targets_b)

@@ -10,13 +10,12 @@ Files are written atomically so a reader never sees half a file.
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from .atomic_io import atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported)
 
 SCHEMA_VERSION = 1
 
@@ -29,27 +28,6 @@ REQUIRED_KEYS = (
 
 # Keys that legitimately differ between two runs of the same config (timing, host).
 NONDETERMINISTIC_KEYS = ("wall_s", "task_wall_s", "device", "versions", "git_sha")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def git_sha() -> str | None:

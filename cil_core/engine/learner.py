@@ -18,7 +18,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -88,6 +88,10 @@ class Phase:
     split_classifier_gradient: bool = False
     classifier_gradient: Callable[[Step, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]] | None = None
     schedule: str = "step"  # "step": MultiStepLR(milestones, lr_gamma); "cosine": cosine annealing to 0 over the epochs
+    # Replaces the image pipeline: called once per epoch with the run's generator, it yields
+    # ``(inputs, labels)`` batches (GVAlign's classifier alignment on sampled features);
+    # ``indices`` and ``balanced`` are then unused.
+    batches: Callable[[torch.Generator], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
 
 def backward_split(
@@ -203,6 +207,8 @@ class Learner:
 
     def main_phase(self, ctx: TaskContext, indices: np.ndarray) -> Phase:
         cfg = self.config
+        engine_forward = self._training_forward()
+        forward = self.method.main_forward(engine_forward)
         return Phase(
             name="train",
             indices=indices,
@@ -217,12 +223,13 @@ class Learner:
             lr_gamma=cfg.lr_gamma,
             split_classifier_gradient=self.method.splits_classifier_gradient,
             classifier_gradient=self.method.classifier_gradient if self.method.splits_classifier_gradient else None,
+            forward=None if forward is engine_forward else forward,
         )
 
     # -- training -----------------------------------------------------------------------
     def run_phase(self, phase: Phase) -> None:
         """Train ``phase.epochs`` epochs of SGD with a multi-step schedule (METHOD.md)."""
-        if phase.epochs <= 0 or len(phase.indices) == 0:
+        if phase.epochs <= 0 or (phase.batches is None and len(phase.indices) == 0):
             return
         optimizer = torch.optim.SGD(
             phase.param_groups, lr=phase.lr, momentum=phase.momentum, weight_decay=phase.weight_decay
@@ -266,13 +273,17 @@ class Learner:
     def _train_epoch(self, phase: Phase, ctx: TaskContext, optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> dict[str, float]:
         self.model.train(phase.train_mode)
         forward = phase.forward or self._training_forward()
-        indices = self._balanced_indices(phase.indices) if phase.balanced else phase.indices
+        if phase.batches is not None:
+            source = phase.batches(self.generator)
+        else:
+            indices = self._balanced_indices(phase.indices) if phase.balanced else phase.indices
+            source = self.pipeline.train_batches(indices, phase.batch_size, self.generator)
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), device=self.device)
         batches = 0
         n = 0
-        for x, y in self.pipeline.train_batches(indices, phase.batch_size, self.generator):
-            if self.use_cuda and self.config.channels_last:
+        for x, y in source:
+            if self.use_cuda and self.config.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             with self._autocast():
                 out = forward(x)
@@ -330,15 +341,26 @@ class Learner:
         return nullcontext()
 
     # -- memory, teacher ------------------------------------------------------------------
-    def features(self, indices: np.ndarray, split: str = "train", flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features (float32) and arrival labels of ``indices``, eval mode, no augmentation.
+    def features(
+        self, indices: np.ndarray, split: str = "train", flip: bool = False, augment: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (float32) and arrival labels of ``indices``, eval mode, no augmentation
+        unless ``augment``.
 
         ``flip=True``: of the horizontally mirrored images (iCaRL's class means average both).
+        ``augment=True``: of one training-augmented view of each training image, in shuffled
+        order (the view the training batches get; draws from the run's generator).
         """
         self.model.eval()
         feats, labels = [], []
+        if augment:
+            if split != "train":
+                raise ValueError(f"features(augment=True) reads the training split, got split={split!r}")
+            batches = self.pipeline.train_batches(indices, self.config.eval_batch_size, self.generator)
+        else:
+            batches = self.pipeline.eval_batches(indices, split, self.config.eval_batch_size)
         with torch.inference_mode(), self._autocast():
-            for x, y in self.pipeline.eval_batches(indices, split, self.config.eval_batch_size):
+            for x, y in batches:
                 if flip:
                     x = x.flip(3)
                 if self.use_cuda and self.config.channels_last:

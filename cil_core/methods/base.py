@@ -8,7 +8,9 @@ optimiser, evaluation, memory and checkpoints. For each task ``t`` it calls, in 
                               fills ``ctx.train_counts`` (images per class in that set).
 2. ``before_task(ctx)``       after the head has grown for the new classes.
 3. the main phase: for each batch ``loss_terms(step)`` returns named scalar losses; the
-   engine sums them and back-propagates. A method that sets
+   engine sums them and back-propagates. ``main_forward(forward)`` may wrap the model's
+   training forward for this phase (GVAlign's mixup runs the model on the batch plus its
+   mixed copy); the wrapper's ``"logits"`` keep one row per input image. A method that sets
    ``splits_classifier_gradient = True`` also gets ``classifier_gradient(step, logit_grads)``
    with each term's gradient w.r.t. the logits, and returns the classifier's weight and bias
    gradients, which replace the plain ones (DGR).
@@ -28,7 +30,7 @@ paper; users override them with ``--set APPROACH.KEY=VALUE``. The base class nev
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -71,6 +73,13 @@ class Method:
 
     def train_indices(self, ctx: "TaskContext") -> np.ndarray:
         return np.concatenate([ctx.new_indices, ctx.memory_indices]).astype(np.int64)
+
+    def main_forward(self, forward: Callable[[torch.Tensor], dict[str, Any]]) -> Callable[[torch.Tensor], dict[str, Any]]:
+        """The main phase's ``batch -> output dict``, given the engine's (the model, or its
+        ``torch.compile`` wrapper). Default: ``forward`` itself. A wrapper must return
+        ``"logits"`` with one row per input image (the labels and the accuracy are per image);
+        anything else it adds reaches ``loss_terms`` in ``step.out``."""
+        return forward
 
     def optimizer_params(self, ctx: "TaskContext") -> list[dict[str, Any]]:
         return [{"params": [p for p in self.learner.model.parameters() if p.requires_grad]}]

@@ -2,8 +2,8 @@
 accuracy above chance, and a resume from the first task's checkpoint that reproduces the run.
 
 Registry-parametrised, so a new approach is covered the moment it registers. The extra stages'
-lengths are shortened (a few epochs instead of BiC's 200 or the 2-stage's 30) to keep each
-approach to about a second on a CPU.
+lengths are shortened (a few epochs instead of BiC's 200 or the 2-stage's 30, 10 GVAlign
+alignment steps instead of 100) to keep each approach to about a second on a CPU.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ SHORT_STAGES = {
     "eeil_2stage": {"eeil_2stage.finetune_epochs": 2, "eeil_2stage.stage2_epochs": 3},
     "lucir_2stage": {"lucir_2stage.stage2_epochs": 3},
     "podnet_2stage": {"podnet_2stage.stage2_epochs": 3},
+    "lucir_gvalign": {"lucir_gvalign.align_steps": 10},
+    "podnet_gvalign": {"podnet_gvalign.align_steps": 10},
 }
 
 

@@ -92,23 +92,27 @@ include:
 
 
 def test_paper_table_dry_run_lists_every_trial_with_counts_per_axis(capsys):
-    """The paper's grid: 4 data sets, conv/lt/ltio, LFS and LFH splits, 12 approaches, 3 seeds
-    (validated against cil_core's registry in a child process)."""
+    """The paper's grid: 4 data sets, conv/lt/ltio, LFS and LFH splits, 12 approaches (DGR and its
+    11 baselines) everywhere, GVAlign on LUCIR and PODNet on CIFAR-100 lt/ltio only, 3 seeds (validated against cil_core's registry
+    in a child process)."""
     path = REPO / "sweeps" / "paper_table.yaml"
     code = main([str(path), "--dry-run", "--results", "/nonexistent/results"])
     out = capsys.readouterr().out
     assert code == 0
     trials = expand(load_sweep(path))
     counts = axis_counts(trials)
-    assert counts["dataset"] == {"cifar100": 540, "imagenet_subset": 540, "Food101": 360, "imagenet_1000": 216}
-    assert counts["scenario"] == {"conv": 432, "lt": 612, "ltio": 612}
-    assert counts["seed"] == {0: 552, 1: 552, 2: 552}
-    assert len(counts["approach"]) == 12 and set(counts["approach"].values()) == {138}
+    assert counts["dataset"] == {"cifar100": 600, "imagenet_subset": 540, "Food101": 360, "imagenet_1000": 216}
+    assert counts["scenario"] == {"conv": 432, "lt": 642, "ltio": 642}
+    assert counts["seed"] == {0: 572, 1: 572, 2: 572}
+    assert len(counts["approach"]) == 14
+    assert counts["approach"]["lucir_gvalign"] == counts["approach"]["podnet_gvalign"] == 30  # 2 scenarios x 5 splits x 3 seeds
+    assert set(counts["approach"].values()) == {138, 30}
+    assert all(t.dataset == "cifar100" and t.scenario != "conv" for t in trials if t.approach.endswith("_gvalign"))
     assert {"5 20", "10 10", "20 5", "50 6", "50 11", "51 6", "51 11"} <= set(counts["split"])
     assert not any(t.dataset == "Food101" and (t.scenario == "conv" or t.split[0] == 50) for t in trials)
     assert f"sweep paper_table: {len(trials)} trials" in out
-    assert "  dataset   cifar100 540, imagenet_subset 540, Food101 360, imagenet_1000 216  (4 values)" in out
-    assert "  seed      0 552, 1 552, 2 552  (3 values)" in out
+    assert "  dataset   cifar100 600, imagenet_subset 540, Food101 360, imagenet_1000 216  (4 values)" in out
+    assert "  seed      0 572, 1 572, 2 572  (3 values)" in out
     assert re.search(r"estimated cost: [\d.]+ GPU hours", out)
     for t in trials[:3] + trials[-3:]:
         assert t.id in out
