@@ -110,3 +110,25 @@ def scaled_epochs(paper_epochs: int, paper_main_epochs: int, main_epochs: int) -
 def fraction_milestones(epochs: int, fractions: tuple[float, ...]) -> tuple[int, ...]:
     """Milestones at ``fractions`` of ``epochs`` (duplicates and out-of-range ones dropped)."""
     return tuple(sorted({m for m in (int(round(f * epochs)) for f in fractions) if 0 < m < epochs}))
+
+
+def register_variant(
+    base: type, mixin: type, extra_options: type, *, suffix: str, class_suffix: str, module: str, summary: str, **attrs: Any
+) -> type:
+    """Register ``<base>_<suffix>``: ``mixin`` put in front of ``base``, its options ``base``'s
+    plus ``extra_options``. One place builds the wrapper approaches (2-stage, GVAlign) so each
+    keeps the base method's loop, losses and options instead of copying them."""
+    import dataclasses
+
+    from ..registry import register_method
+
+    options = dataclasses.make_dataclass(
+        f"{base.__name__}{class_suffix}Options", [], bases=(extra_options, base.Options), frozen=True
+    )
+    options.__module__ = module
+    cls = type(
+        f"{base.__name__}{class_suffix}",
+        (mixin, base),
+        {"name": f"{base.name}_{suffix}", "Options": options, "summary": summary, "__module__": module, **attrs},
+    )
+    return register_method(cls.name)(cls)

@@ -78,7 +78,7 @@ import torch.nn.functional as F
 from .. import losses
 from ..engine.learner import Phase
 from ..errors import ConfigError
-from ..registry import register_method
+from ._shared import register_variant
 from .base import Method
 from .lucir import LUCIR
 from .podnet import PODNet
@@ -321,23 +321,12 @@ class GVAlignMixin:
 
 def gvalign(base: type[Method], *, distill_mixed: bool) -> type[Method]:
     """``<base>_gvalign``: ``base`` with GVAlign's two stages, its options plus :class:`GVAlignOptions`."""
-    options = dataclasses.make_dataclass(
-        f"{base.__name__}GVAlignOptions", [], bases=(GVAlignOptions, base.Options), frozen=True
+    return register_variant(
+        base, GVAlignMixin, GVAlignOptions, suffix="gvalign", class_suffix="GVAlign", module=__name__,
+        summary=f"{base.name} + GVAlign (Kalla & Biswas 2024): mixup in stage 1, classifier aligned on "
+        "prototype + global-covariance pseudo-features",
+        distill_mixed=distill_mixed,
     )
-    options.__module__ = __name__
-    cls = type(
-        f"{base.__name__}GVAlign",
-        (GVAlignMixin, base),
-        {
-            "name": f"{base.name}_gvalign",
-            "Options": options,
-            "distill_mixed": distill_mixed,
-            "summary": f"{base.name} + GVAlign (Kalla & Biswas 2024): mixup in stage 1, classifier aligned on "
-            "prototype + global-covariance pseudo-features",
-            "__module__": __name__,
-        },
-    )
-    return register_method(cls.name)(cls)
 
 
 LUCIRGVAlign = gvalign(LUCIR, distill_mixed=False)

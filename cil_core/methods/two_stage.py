@@ -21,7 +21,6 @@ PODNet versions run 30 (``eeil_2stage.stage2_epochs=1`` reproduces that).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +31,7 @@ from torch import nn
 from .. import losses
 from ..engine.learner import Phase
 from ..errors import ConfigError
-from ..registry import register_method
-from ._shared import frozen_forward
+from ._shared import frozen_forward, register_variant
 from .base import Method
 from .eeil import EEIL
 from .lucir import LUCIR
@@ -145,21 +143,10 @@ class TwoStageMixin:
 
 def two_stage(base: type[Method]) -> type[Method]:
     """``<base>_2stage``: ``base`` with stage 2, its options plus :class:`TwoStageOptions`."""
-    options = dataclasses.make_dataclass(
-        f"{base.__name__}TwoStageOptions", [], bases=(TwoStageOptions, base.Options), frozen=True
+    return register_variant(
+        base, TwoStageMixin, TwoStageOptions, suffix="2stage", class_suffix="TwoStage", module=__name__,
+        summary=f"{base.name} + LT-CIL 2-stage (class-balanced LWS with label-aware smoothing)",
     )
-    options.__module__ = __name__
-    cls = type(
-        f"{base.__name__}TwoStage",
-        (TwoStageMixin, base),
-        {
-            "name": f"{base.name}_2stage",
-            "Options": options,
-            "summary": f"{base.name} + LT-CIL 2-stage (class-balanced LWS with label-aware smoothing)",
-            "__module__": __name__,
-        },
-    )
-    return register_method(cls.name)(cls)
 
 
 EEIL2Stage = two_stage(EEIL)
