@@ -120,10 +120,28 @@ def test_paper_table_dry_run_lists_every_trial_with_counts_per_axis(capsys):
 
 
 def test_other_sweep_files_expand(capsys, tmp_path):
-    for name, count in (("quickstart", 96), ("tinyimagenet_lt", 144), ("search_dgr", 1)):
+    counts = {
+        "quickstart": 96,
+        "tinyimagenet_lt": 144,
+        "tinyimagenet_dgr_vs_finetune": 24,
+        "tinyimagenet_ltio_long": 6,
+        "tinyimagenet_dgr_ablation": 28,
+        "search_dgr": 1,
+        "paper_table": 1716,
+    }
+    shipped = {path.stem for path in (REPO / "sweeps").glob("*.yaml")}
+    assert shipped == set(counts), "every shipped sweep file must be expanded by this test"
+    expanded = {}
+    for name, count in counts.items():
         sweep = load_sweep(REPO / "sweeps" / f"{name}.yaml")
         trials = expand(sweep, set_values={"data_root": str(tmp_path)} if sweep.requires else None)
         assert len(trials) == count, name
+        expanded[name] = trials
+    ablation = {t.row: t for t in expanded["tinyimagenet_dgr_ablation"] if t.scenario == "ltio"}
+    assert ablation["dgr-noDAKD"].config["options"] == {"dgr": {"dakd": False}}
+    assert ablation["dgr-kd0.07"].config["options"] == {"dgr": {"kd_base": 0.07}}
+    assert "options" not in ablation["dgr"].config
+    assert len({t.id for t in expanded["tinyimagenet_dgr_ablation"]}) == 28
     q = expand(load_sweep(REPO / "sweeps" / "quickstart.yaml"))
     assert {t.resources["gpu"] for t in q} == {0.0}
     search = load_sweep(REPO / "sweeps" / "search_dgr.yaml").search
