@@ -12,12 +12,14 @@ module out of the registry).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
 
 from .. import losses
+from ..registry import register_method
 
 if TYPE_CHECKING:
     from ..engine.learner import Step
@@ -118,10 +120,6 @@ def register_variant(
     """Register ``<base>_<suffix>``: ``mixin`` put in front of ``base``, its options ``base``'s
     plus ``extra_options``. One place builds the wrapper approaches (2-stage, GVAlign) so each
     keeps the base method's loop, losses and options instead of copying them."""
-    import dataclasses
-
-    from ..registry import register_method
-
     options = dataclasses.make_dataclass(
         f"{base.__name__}{class_suffix}Options", [], bases=(extra_options, base.Options), frozen=True
     )

@@ -142,8 +142,7 @@ def test_other_sweep_files_expand(capsys, tmp_path):
     assert ablation["dgr-kd0.07"].config["options"] == {"dgr": {"kd_base": 0.07}}
     assert "options" not in ablation["dgr"].config
     assert len({t.id for t in expanded["tinyimagenet_dgr_ablation"]}) == 28
-    q = expand(load_sweep(REPO / "sweeps" / "quickstart.yaml"))
-    assert {t.resources["gpu"] for t in q} == {0.0}
+    assert {t.resources["gpu"] for t in expanded["quickstart"]} == {0.0}
     search = load_sweep(REPO / "sweeps" / "search_dgr.yaml").search
     assert search is not None and set(search.space) == {"dgr.kd_base", "lr"} and search.searcher == "optuna"
     code = main([str(REPO / "sweeps" / "search_dgr.yaml"), "--dry-run", "--skip-cil-check", "--results", str(tmp_path / "r")])
