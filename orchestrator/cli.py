@@ -18,9 +18,12 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FAILED, OrchestratorError
+
+if TYPE_CHECKING:
+    from .status import TrialStatus
 
 log = logging.getLogger("orchestrator")
 
@@ -234,9 +237,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(_failure_summary(bad), file=sys.stderr)
         print(f"Run the same command again to resume; 'python -m orchestrator status {store.root}' shows each trial.", file=sys.stderr)
         return EXIT_TRIALS_FAILED
-    stopped = sum(1 for s in outcome.statuses if s.state == "stopped")
-    log.info("all %d trials finished%s", len(outcome.statuses), f" ({stopped} stopped early by the search)" if stopped else "")
+    log.info("%s", finished_line(outcome.statuses, {t.id for t in chosen} if wanted else None))
     return EXIT_OK
+
+
+def finished_line(statuses: list[TrialStatus], slice_ids: set[str] | None) -> str:
+    """The closing line of a successful run; with --only it must not claim the whole sweep is done."""
+    stopped = sum(1 for s in statuses if s.state == "stopped")
+    early = f" ({stopped} stopped early by the search)" if stopped else ""
+    if slice_ids is None:
+        return f"all {len(statuses)} trials finished{early}"
+    left = sum(1 for s in statuses if s.spec.id not in slice_ids and s.state != "done")
+    line = f"all {len(slice_ids)} trials of the --only slice finished{early}"
+    return line + (f"; {left} of the sweep's {len(statuses)} are left for later" if left else "; the whole sweep is done")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -70,3 +70,18 @@ def test_slice_runs_only_its_trials_and_tables_keep_the_sweep(tmp_path, capsys):
     assert finished == ["dgr_s0", "finetune_s0"]
     tables = (results / "tables.md").read_text()
     assert "1 of 2 seeds" in tables or "(1/2)" in tables, tables
+
+
+def test_closing_line_of_a_slice_does_not_claim_the_whole_sweep(tmp_path):
+    from orchestrator.cli import finished_line
+    from orchestrator.status import TrialStatus
+
+    trials = expand(load_sweep(write_sweep(tmp_path, SWEEP)))
+    wanted = select(trials, parse_only(["seed=0"]))
+    ids = {t.id for t in wanted}
+    statuses = [TrialStatus(spec=t, state="done" if t.id in ids else "pending") for t in trials]
+    assert finished_line(statuses, None) == f"all {len(trials)} trials finished"
+    line = finished_line(statuses, ids)
+    assert line == f"all {len(ids)} trials of the --only slice finished; {len(trials) - len(ids)} of the sweep's {len(trials)} are left for later"
+    everything = [TrialStatus(spec=t, state="done") for t in trials]
+    assert finished_line(everything, ids).endswith("; the whole sweep is done")
