@@ -175,6 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     wanted = parse_only(args.only_items)
     chosen = select(trials, wanted)
+    slice_ids = {t.id for t in chosen} if wanted else None  # None: the whole sweep
     store = Store(args.results or default_results_dir(sweep))
     if args.dry_run:
         print(format_dry_run(chosen, sweep, store, warnings))
@@ -206,7 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 resource_check=not args.no_resource_check,
                 num_cpus=args.num_cpus,
                 num_gpus=args.num_gpus,
-                only_ids={t.id for t in chosen} if wanted else None,
+                only_ids=slice_ids,
             )
             outcome = run_sweep(sweep, trials, opts, sweep_text=text)
             if not args.no_report:
@@ -228,16 +229,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return EXIT_TRIALS_FAILED
     else:
         bad = outcome.unfinished
-        if wanted:  # trials outside the slice are left for later, not failures
-            ids = {t.id for t in chosen}
-            bad = [s for s in bad if s.spec.id in ids]
+        if slice_ids is not None:  # trials outside the slice are left for later, not failures
+            bad = [s for s in bad if s.spec.id in slice_ids]
     if bad:
         failed = sum(1 for s in bad if s.state == "failed")
         print(f"\n{len(bad)} of {len(outcome.statuses)} trials did not finish ({failed} failed):", file=sys.stderr)
         print(_failure_summary(bad), file=sys.stderr)
         print(f"Run the same command again to resume; 'python -m orchestrator status {store.root}' shows each trial.", file=sys.stderr)
         return EXIT_TRIALS_FAILED
-    log.info("%s", finished_line(outcome.statuses, {t.id for t in chosen} if wanted else None))
+    log.info("%s", finished_line(outcome.statuses, slice_ids))
     return EXIT_OK
 
 
