@@ -49,6 +49,8 @@ def _trained_epochs(out: Path) -> dict[int, int]:
     counts: dict[int, int] = {}
     for line in (out / "log.jsonl").read_text().splitlines():
         record = json.loads(line)
+        if record["phase"] == "eval":  # a task's evaluation line, not an epoch
+            continue
         counts[record["task"]] = counts.get(record["task"], 0) + 1
     return counts
 
