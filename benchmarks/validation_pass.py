@@ -10,7 +10,7 @@ weights do not change the cost of a forward pass), the two passes alternated rou
 The last line is the median over rounds of the per-round ratio validation / test.
 
     python benchmarks/validation_pass.py --dataset digits --rounds 7
-    python benchmarks/validation_pass.py --dataset tinyimagenet100_lt --data-root ../shared/data --rounds 3
+    python benchmarks/validation_pass.py --dataset tinyimagenet100_lt --data-root ../shared/data/tinyimagenet100_lt --rounds 3
 """
 
 from __future__ import annotations
