@@ -129,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     summary = {
         k: result[k]
-        for k in ("avg_incremental_accuracy", "avg_incremental_accuracy_seen", "last_accuracy", "forgetting", "wall_s")
+        for k in (
+            "avg_incremental_accuracy", "avg_incremental_accuracy_seen", "last_accuracy", "forgetting",
+            "val_avg_incremental_accuracy", "val_last_accuracy", "wall_s",
+        )
     }
     print(json.dumps({"out": result["config"]["out"], **summary}, indent=2))
     return 0

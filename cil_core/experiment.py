@@ -188,6 +188,8 @@ def assemble_result(config: RunConfig, fp: str, scenario: Any, rows: list[dict[s
         "shot_acc": {name: [row["shot_acc"][name] for row in rows] for name in M.SHOT_NAMES},
         "shot_counts": {name: int((groups == gid).sum()) for gid, name in enumerate(M.SHOT_NAMES)},
         "per_class_acc": rows[-1]["per_class_acc"],
+        "val_counts": [int(b - a) for a, b in zip(scenario.train_counts, scenario.counts_before_val)],
+        **M.summarise_validation([row["val"] for row in rows]),
         "wall_s": wall_s,
         "task_wall_s": [row.get("task_wall_s") for row in rows],
         "device": device_name,

@@ -1,10 +1,11 @@
 """``result.json``: the schema every consumer (orchestrator, tables, tests) reads.
 
-Keys (``SCHEMA_VERSION`` 1; documented in the README):
+Keys (``SCHEMA_VERSION`` 2; documented in the README):
 ``schema_version, status, config, seeds, class_order, task_classes, train_counts,
 acc_matrix, task_avg_acc, acc_seen, avg_incremental_accuracy,
 avg_incremental_accuracy_seen, last_accuracy, forgetting, shot_acc, shot_counts,
-per_class_acc, wall_s, task_wall_s, device, versions, git_sha``.
+per_class_acc, wall_s, task_wall_s, device, versions, git_sha``, and the validation
+hold-out's figures ``VALIDATION_KEYS`` (version 2 added them).
 Files are written atomically so a reader never sees half a file.
 """
 
@@ -17,13 +18,20 @@ from typing import Any
 
 from .atomic_io import atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# The validation hold-out's figures (cil_core.metrics.summarise_validation, plus val_counts).
+VALIDATION_KEYS = (
+    "val_counts", "val_acc_matrix", "val_task_avg_acc", "val_acc_seen", "val_avg_incremental_accuracy",
+    "val_avg_incremental_accuracy_seen", "val_last_accuracy", "val_images", "val_classes_without_images",
+    "val_per_class_acc",
+)
 
 REQUIRED_KEYS = (
     "schema_version", "status", "config", "seeds", "class_order", "task_classes", "train_counts",
     "acc_matrix", "task_avg_acc", "acc_seen", "avg_incremental_accuracy",
     "avg_incremental_accuracy_seen", "last_accuracy", "forgetting", "shot_acc", "shot_counts",
-    "per_class_acc", "wall_s", "task_wall_s", "device", "versions", "git_sha",
+    "per_class_acc", "wall_s", "task_wall_s", "device", "versions", "git_sha", *VALIDATION_KEYS,
 )
 
 # Keys that legitimately differ between two runs of the same config (timing, host).

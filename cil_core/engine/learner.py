@@ -387,35 +387,73 @@ class Learner:
 
     # -- evaluation -----------------------------------------------------------------------
     def evaluate(self, ctx: TaskContext) -> dict[str, Any]:
-        """Task-agnostic accuracy over all classes seen so far (one head, no task id)."""
+        """Task-agnostic accuracy over all classes seen so far (one head, no task id), on the
+        test set, and (``"val"``) on the validation hold-out: see :meth:`evaluate_holdout`."""
+        t0 = time.perf_counter()
         n_seen = ctx.n_seen
         indices = np.concatenate(self.scenario.test_indices[: ctx.task + 1])
-        correct = torch.zeros(n_seen, device=self.device)
-        total = torch.zeros(n_seen, device=self.device)
-        self.model.eval()
-        with torch.inference_mode(), self._autocast():
-            for x, y in self.pipeline.eval_batches(indices, "test", self.config.eval_batch_size):
-                if self.use_cuda and self.config.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                out = self.model(x)
-                pred = self.method.eval_logits(out, n_seen).float().argmax(1)
-                correct += torch.bincount(y[pred == y], minlength=n_seen)[:n_seen].float()
-                total += torch.bincount(y, minlength=n_seen)[:n_seen].float()
-        correct_np = correct.cpu().numpy()
-        total_np = total.cpu().numpy()
+        correct_np, total_np = self.class_hits(indices, "test", n_seen)
         acc_row = []
         for u in range(ctx.task + 1):
             cls = self.scenario.task_classes[u]
             acc_row.append(float(100.0 * correct_np[cls].sum() / max(1.0, total_np[cls].sum())))
         groups = M.shot_groups(self.scenario.counts_before_val[:n_seen])
         per_class = np.where(total_np > 0, 100.0 * correct_np / np.maximum(total_np, 1), 0.0)
-        return {
+        test_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        val = self.evaluate_holdout(ctx, self.validation_indices(ctx), "train")
+        val_s = time.perf_counter() - t0
+        row = {
             "task": ctx.task,
             "acc_row": acc_row,
             "acc_seen": float(100.0 * correct_np.sum() / max(1.0, total_np.sum())),
             "shot_acc": M.shot_accuracy(correct_np, total_np, groups),
             "per_class_acc": per_class.tolist(),
+            "val": val,
         }
+        self._write_log(
+            {
+                "task": ctx.task, "phase": "eval", "acc_seen": row["acc_seen"], "task_avg_acc": float(np.mean(acc_row)),
+                "val_acc_seen": val["acc_seen"], "val_task_avg_acc": M.mean_or_none(val["acc_row"]),
+                "val_images": val["images"], "val_classes_without_images": val["classes_without_images"],
+                "test_s": test_s, "val_s": val_s,
+            }
+        )
+        return row
+
+    def class_hits(self, indices: np.ndarray, split: str, n_seen: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per seen class, correct predictions and images among ``indices`` of ``split``.
+
+        The one prediction path of every evaluation (test and validation): the model in eval
+        mode and the method's ``eval_logits`` (BiC's bias layers, the 2-stage scales, iCaRL's
+        nearest mean), at the point of the task loop where it is called.
+        """
+        correct = torch.zeros(n_seen, device=self.device)
+        total = torch.zeros(n_seen, device=self.device)
+        self.model.eval()
+        with torch.inference_mode(), self._autocast():
+            for x, y in self.pipeline.eval_batches(indices, split, self.config.eval_batch_size):
+                if self.use_cuda and self.config.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                out = self.model(x)
+                pred = self.method.eval_logits(out, n_seen).float().argmax(1)
+                correct += torch.bincount(y[pred == y], minlength=n_seen)[:n_seen].float()
+                total += torch.bincount(y, minlength=n_seen)[:n_seen].float()
+        return correct.cpu().numpy(), total.cpu().numpy()
+
+    def validation_indices(self, ctx: TaskContext) -> list[np.ndarray]:
+        """Per task seen so far, the hold-out images the validation figures are measured on:
+        ``Scenario.val_indices`` less any the method trains on (BiC's bias-correction set),
+        so the figures never score a model on images it was fit to."""
+        used = self.method.trained_holdout_indices()
+        return [np.setdiff1d(idx, used) for idx in self.scenario.val_indices[: ctx.task + 1]]
+
+    def evaluate_holdout(self, ctx: TaskContext, indices_per_task: list[np.ndarray], split: str) -> dict[str, Any]:
+        """Class-balanced figures (:func:`cil_core.metrics.validation_row`) on ``indices_per_task``
+        of ``split``; with the validation hold-out, the ``"val"`` part of a task's row."""
+        indices = np.concatenate([np.asarray(i, dtype=np.int64) for i in indices_per_task[: ctx.task + 1]])
+        correct, total = self.class_hits(indices, split, ctx.n_seen)
+        return M.validation_row(correct, total, self.scenario.task_classes[: ctx.task + 1])
 
     # -- reporting, logging ---------------------------------------------------------------
     def _report(self, task: int, restored: bool) -> None:
@@ -429,6 +467,7 @@ class Learner:
                 "acc_seen": rows[-1]["acc_seen"],
                 "task_avg_acc": float(np.mean(rows[-1]["acc_row"])),
                 "avg_incremental_accuracy_so_far": M.average_incremental_accuracy([r["acc_row"] for r in rows]),
+                **self._validation_report(rows),
                 "restored": restored,
             }
         )
@@ -439,10 +478,24 @@ class Learner:
             record["task"], record["phase"], record["epoch"], record["lr"],
             {k: round(v, 4) for k, v in record["loss"].items()}, record["train_acc"],
         )
+        self._write_log(record)
+
+    def _write_log(self, record: dict[str, Any]) -> None:
+        """One line of ``log.jsonl``: an epoch's record, or a task's ``"phase": "eval"`` one."""
         if self.out_dir is None:
             return
         with open(self.out_dir / "log.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
+
+    @staticmethod
+    def _validation_report(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """The validation keys of a task's report (``M.VALIDATION_REPORT_KEYS``)."""
+        summary = M.summarise_validation([r["val"] for r in rows])
+        return {
+            "val_acc_seen": summary["val_acc_seen"][-1],
+            "val_task_avg_acc": summary["val_task_avg_acc"][-1],
+            "val_avg_incremental_accuracy_so_far": summary["val_avg_incremental_accuracy"],
+        }
 
     # -- checkpoints ----------------------------------------------------------------------
     def _state(self, task: int) -> dict[str, Any]:
@@ -469,6 +522,9 @@ class Learner:
             return 0
         state = latest_valid_checkpoint(self.out_dir, self.fingerprint)
         if state is None:
+            return 0
+        if any("val" not in row for row in state["rows"]):
+            log.warning("the checkpoints in %s predate the validation figures: the run starts again", self.out_dir)
             return 0
         self.model.head.resize_to(state["num_classes"])
         self.model.to(self.device)

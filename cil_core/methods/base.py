@@ -99,6 +99,11 @@ class Method:
     def eval_logits(self, out: dict[str, torch.Tensor], num_seen: int) -> torch.Tensor:
         return out["logits"][:, :num_seen]
 
+    def trained_holdout_indices(self) -> np.ndarray:
+        """Training-split indices of the validation hold-out (``Scenario.val_indices``) that
+        this method fits anything on; the run's validation figures leave them out. None here."""
+        return np.zeros(0, dtype=np.int64)
+
     # -- persistence ---------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {}

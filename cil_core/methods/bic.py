@@ -175,6 +175,10 @@ class BiC(KnowledgeDistillationMixin, Method):
     def eval_logits(self, out: dict[str, torch.Tensor], num_seen: int) -> torch.Tensor:
         return self.corrected(out["logits"], num_seen)
 
+    def trained_holdout_indices(self) -> np.ndarray:
+        """The bias-correction set (drawn from the hold-out): the validation figures skip it."""
+        return self.val_indices
+
     # -- persistence ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"alphas": list(self.alphas), "betas": list(self.betas), "val_indices": self.val_indices.tolist()}

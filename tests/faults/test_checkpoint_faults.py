@@ -49,6 +49,8 @@ def _trained_epochs(out: Path) -> dict[int, int]:
     counts: dict[int, int] = {}
     for line in (out / "log.jsonl").read_text().splitlines():
         record = json.loads(line)
+        if record["phase"] == "eval":  # a task's evaluation line, not an epoch
+            continue
         counts[record["task"]] = counts.get(record["task"], 0) + 1
     return counts
 
@@ -135,3 +137,33 @@ def test_torn_config_json_of_an_unfinished_run_is_not_fatal(original, tmp_path):
     assert {t: after[t] - before[t] for t in range(3)} == {0: 0, 1: 0, 2: EPOCHS}
     assert result["acc_matrix"] == expected["acc_matrix"] and result["avg_incremental_accuracy"] == expected["avg_incremental_accuracy"]
     assert json.loads((out / "config.json").read_text())["fingerprint"] == expected["fingerprint"]
+
+
+def test_folder_from_before_the_validation_figures_is_trained_again(original, tmp_path, caplog):
+    """A folder written before result.json's schema 2 (checkpoint rows without validation
+    figures, a schema-1 result): its checkpoints cannot give the validation figures of the
+    tasks they hold, so the run starts again and ends with the complete result."""
+    import io
+
+    import torch
+
+    from cil_core.checkpoint import save_checkpoint
+
+    source, expected = original
+    out = tmp_path / "run"
+    shutil.copytree(source, out)
+    for task in range(3):
+        path = out / "checkpoints" / f"task_{task:03d}.pt"
+        state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=False)
+        state["rows"] = [{k: v for k, v in row.items() if k != "val"} for row in state["rows"]]
+        save_checkpoint(out, task, state)
+    old = json.loads((out / "result.json").read_text())
+    (out / "result.json").write_text(json.dumps({**old, "schema_version": 1}))
+    before = _trained_epochs(out)
+    result = run_experiment({**CONFIG, "out": str(out)})
+    after = _trained_epochs(out)
+    assert {t: after[t] - before[t] for t in range(3)} == {t: EPOCHS for t in range(3)}
+    assert any("predate the validation figures" in r.getMessage() for r in caplog.records)
+    for key in expected:
+        if key not in NONDETERMINISTIC_KEYS and key != "config":
+            assert result[key] == expected[key], key

@@ -106,7 +106,7 @@ def test_trial_sigkilled_mid_task_resumes_from_its_last_finished_task(tmp_path):
     assert [(a["event"], a["attempt"]) for a in attempts] == [("start", 1), ("start", 2), ("end", 2)]
     assert attempts[0]["pid"] == pid and attempts[1]["pid"] != pid and attempts[2]["outcome"] == "finished"
     # the retry restored task 0 from its checkpoint: task 0 was trained once, task 1 again
-    epochs = [(r["task"], r["epoch"]) for r in json_lines(folder / "log.jsonl")]
+    epochs = [(r["task"], r["epoch"]) for r in json_lines(folder / "log.jsonl") if r["phase"] != "eval"]
     assert epochs.count((0, 0)) == 1 and sum(1 for t, _ in epochs if t == 0) == EPOCHS
     assert sum(1 for t, _ in epochs if t == 1) == len(killed_at) + EPOCHS
     assert sum(1 for t, _ in epochs if t == 2) == EPOCHS
@@ -186,7 +186,7 @@ def test_trials_of_a_removed_node_are_rescheduled_and_the_sweep_completes(tmp_pa
     starts = _starts(folder)
     assert len(starts) == 2 and starts[0]["node_id"] == node.node_id and starts[1]["node_id"] == survivor.node_id
     assert json.loads((folder / "env.json").read_text())["node_id"] == survivor.node_id
-    epochs = [(r["task"], r["epoch"]) for r in json_lines(folder / "log.jsonl")]
+    epochs = [(r["task"], r["epoch"]) for r in json_lines(folder / "log.jsonl") if r["phase"] != "eval"]
     assert epochs.count((0, 0)) == 1, "the retry resumes after task 0 (its checkpoint is on the shared results folder)"
 
 

@@ -86,6 +86,10 @@ def test_crash_mid_task_then_same_command_resumes_to_the_uninterrupted_result(tm
     assert deterministic_part(resumed) == {**deterministic_part(reference), "config": deterministic_part(resumed)["config"]}
     assert resumed["acc_matrix"] == reference["acc_matrix"]
     assert resumed["per_class_acc"] == reference["per_class_acc"]
+    # the validation figures too, those of the restored tasks included (they ride in the checkpoints)
+    assert resumed["val_acc_matrix"] == reference["val_acc_matrix"] and len(resumed["val_acc_matrix"]) == 4
+    assert resumed["val_avg_incremental_accuracy"] == reference["val_avg_incremental_accuracy"] is not None
+    assert [r["val_acc_seen"] for r in reports] == reference["val_acc_seen"]
 
 
 def test_finished_run_is_not_trained_again(tmp_path):
