@@ -14,7 +14,7 @@ import pandas as pd
 
 from .status import load_sweep_meta, sweep_trials
 from .store import RESULT_JSON, TRIAL_JSON, TRIALS, Store, trial_rel
-from .sweep import TrialSpec
+from .trials import TrialSpec
 
 CELL_KEYS = ["dataset", "scenario", "initial_classes", "total_tasks"]
 SUMMARY_METRICS = ["avg_incremental_accuracy", "last_accuracy", "avg_incremental_accuracy_seen", "forgetting"]
@@ -42,7 +42,7 @@ def split_label(initial: int, tasks: int) -> str:
 def _spec_row(spec: TrialSpec) -> dict[str, Any]:
     return {
         "id": spec.id,
-        "row": spec.row,
+        "row": spec.variant,
         "approach": spec.approach,
         "dataset": spec.dataset,
         "scenario": spec.scenario,
@@ -85,8 +85,8 @@ def layout(specs: list[TrialSpec]) -> tuple[list[str], list[tuple[str, str, int,
     rows: list[str] = []
     cols: list[tuple[str, str, int, int]] = []
     for spec in specs:
-        if spec.row not in rows:
-            rows.append(spec.row)
+        if spec.variant not in rows:
+            rows.append(spec.variant)
         col = (spec.dataset, spec.scenario, spec.split[0], spec.split[1])
         if col not in cols:
             cols.append(col)
@@ -97,7 +97,7 @@ def cell_stats(results: pd.DataFrame, specs: list[TrialSpec], metric: str) -> pd
     """Per (row, column): seeds asked, seeds finished, mean and sample std of ``metric``."""
     asked: dict[tuple, set[int]] = {}
     for spec in specs:
-        asked.setdefault((spec.row, spec.dataset, spec.scenario, spec.split[0], spec.split[1]), set()).add(spec.seed)
+        asked.setdefault((spec.variant, spec.dataset, spec.scenario, spec.split[0], spec.split[1]), set()).add(spec.seed)
     out = []
     for key, seeds in asked.items():
         row, dataset, scenario, initial, tasks = key

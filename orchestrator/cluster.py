@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from .errors import SweepError
-from .sweep import TrialSpec
+from .trials import TrialSpec
 
 log = logging.getLogger(__name__)
 

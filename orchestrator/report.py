@@ -17,7 +17,7 @@ from .paper_reference import load_reference
 from .plots import plot_all
 from .status import load_sweep_meta
 from .store import PROGRESS_JSON, RESULT_JSON, TRIAL_JSON, TRIALS, Store, trial_rel
-from .sweep import TrialSpec
+from .trials import TrialSpec
 from .tables import Tables, build_tables
 
 DEFAULT_TABLES = ["avg_incremental_accuracy", "last_accuracy"]

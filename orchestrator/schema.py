@@ -2,7 +2,7 @@
 
 The structure is checked here; the training options themselves (``defaults``, every
 ``set:`` block, ``--set``, the search space's keys) are checked against ``cil_core``'s own
-``RunConfig`` by :mod:`orchestrator.validate`, so the two never disagree. The full
+``RunConfig`` by :mod:`orchestrator.trials`, so the two never disagree. The full
 reference, with an example of every block, is ``sweeps/README.md``.
 """
 
@@ -33,6 +33,9 @@ def normalise_scalar(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: normalise_scalar(v) for k, v in value.items()}
     return value
+
+
+Seed = Annotated[int, Field(ge=0, description="seeds are >= 0 (numpy's rule)")]
 
 
 class Model(BaseModel):
@@ -124,7 +127,7 @@ class Grid(Model):
     scenario: list[str] = Field(min_length=1)
     split: list[Split] = Field(min_length=1)
     approach: list[ApproachVariant] = Field(min_length=1)
-    seed: list[int] = Field(min_length=1)
+    seed: list[Seed] = Field(min_length=1)
 
     @field_validator("dataset", "scenario", "seed", mode="before")
     @classmethod
@@ -164,7 +167,7 @@ class Match(Model):
     scenario: list[str] | None = None
     split: list[Split] | None = None
     approach: list[str] | None = None
-    seed: list[int] | None = None
+    seed: list[Seed] | None = None
 
     @field_validator("dataset", "scenario", "approach", "seed", mode="before")
     @classmethod

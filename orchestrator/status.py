@@ -16,7 +16,7 @@ from typing import Any
 
 from .lock import lock_holder_alive, pid_alive, read_lock
 from .store import ATTEMPTS, FAILED_JSON, PROGRESS_JSON, RESULT_JSON, STDERR, SWEEP_JSON, TRIAL_JSON, TRIALS, Store, trial_rel
-from .sweep import TrialSpec
+from .trials import TrialSpec
 
 STALE_HEARTBEAT_S = 180.0
 STATES = ("done", "running", "pending", "stopped", "interrupted", "failed")
@@ -62,6 +62,11 @@ def _alive(progress: dict[str, Any]) -> bool:
 def is_finished(store: Store, tid: str) -> bool:
     result = store.read_json(trial_rel(tid, RESULT_JSON))
     return isinstance(result, dict) and result.get("status") == "finished"
+
+
+def finished_ids(store: Store) -> set[str]:
+    """The ids of the finished trials in ``store``."""
+    return {tid for tid in store.list_dirs(TRIALS) if is_finished(store, tid)}
 
 
 def trial_status(store: Store, spec: TrialSpec, *, in_sweep: bool = True, tail_lines: int = 0) -> TrialStatus:

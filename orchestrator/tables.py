@@ -23,7 +23,7 @@ import pandas as pd
 
 from .aggregate import cell_stats, layout, split_label
 from .paper_reference import METRIC_LABELS, Reference, lookup
-from .sweep import TrialSpec
+from .trials import TrialSpec
 
 TITLES = {
     "avg_incremental_accuracy": (
@@ -82,7 +82,7 @@ def _mark_best(cells: dict[tuple, Cell], cols: list[tuple], metric: str) -> None
 
 def _approach_of(row: str, specs: list[TrialSpec]) -> str:
     for s in specs:
-        if s.row == row:
+        if s.variant == row:
             return s.approach
     return row
 

@@ -33,7 +33,6 @@ import tempfile
 import threading
 import time
 import traceback
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -50,7 +49,7 @@ from .store import (
     atomic_write_json,
     trial_rel,
 )
-from .sweep import TrialSpec, normalise_config, trial_id
+from .trials import TrialSpec, sampled_trial
 
 DEFAULT_RUNNER = "cil_core:run_experiment"
 HEARTBEAT_S = float(os.environ.get("ORCHESTRATOR_HEARTBEAT_S", "30"))
@@ -327,10 +326,7 @@ def resolve_spec(config: dict[str, Any]) -> TrialSpec:
     """The trial's spec; for a search trial, the base spec with the sampled parameters."""
     spec = TrialSpec.from_json(config["trial"])
     params = config.get("params") or {}
-    if params:
-        merged = normalise_config({**spec.config, **params})
-        spec = replace(spec, id=trial_id(merged), config=merged, params=dict(params), search=config.get("search"))
-    return spec
+    return sampled_trial(spec, params, config.get("search")) if params else spec
 
 
 def run_trial(config: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from . import cluster, schema
 from .status import TrialStatus, collect, is_finished, trial_status
 from .store import FAILED_JSON, RAY, SWEEP_JSON, Store, trial_rel
-from .sweep import TrialSpec, search_group_id
+from .trials import TrialSpec, search_group_id
 from .trainable import DEFAULT_RUNNER, git_revision, resolve_spec, run_trial
 
 log = logging.getLogger("orchestrator")

@@ -17,7 +17,8 @@ from conftest import write_sweep
 from orchestrator.cli import main
 from orchestrator.status import trial_status
 from orchestrator.store import Store, trial_rel
-from orchestrator.sweep import expand, load_sweep
+from orchestrator.sweep import load_sweep
+from orchestrator.trials import expand
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.timeout(600)]
 
@@ -94,7 +95,7 @@ def test_gpu_trials_spread_over_both_nodes_one_at_a_time_per_gpu(cluster, tmp_pa
 def test_request_no_node_can_satisfy_is_refused(cluster, tmp_path, capsys):
     c, _ = cluster
     sweep = write_sweep(tmp_path, GPU_SWEEP)
-    code = main([str(sweep), "--address", c.address, "--results", str(tmp_path / "r"), "--resources", "gpu=2,cpu=1", "--skip-cil-check"])
+    code = main([str(sweep), "--address", c.address, "--results", str(tmp_path / "r"), "--resources", "gpu=2,cpu=1"])
     err = capsys.readouterr().err
     assert code == 2
     lines = [line for line in err.splitlines() if line.startswith("error:")]
@@ -110,7 +111,7 @@ def test_diverged_trial_fails_permanently_without_endless_retries(cluster, tmp_p
     args = [str(sweep), "--address", c.address, "--results", str(results), "--max-failures", "3"]
     assert main(args) == 1
     err = capsys.readouterr().err
-    trials = {t.row: t for t in expand(load_sweep(sweep))}
+    trials = {t.variant: t for t in expand(load_sweep(sweep))}
     hot = trials["finetune-hot"]
     assert f"{hot.id}  [failed, permanent] TrainingDiverged: loss became non-finite" in err
     store = Store(results)

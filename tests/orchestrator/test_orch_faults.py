@@ -29,7 +29,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, cmdline, json_lines, kill_leftovers, process_alive, process_tree, wait_for, write_sweep
 
-from orchestrator.sweep import expand, load_sweep
+from orchestrator.sweep import load_sweep
+from orchestrator.trials import expand
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.timeout(600)]
 
@@ -74,7 +75,7 @@ def test_trial_sigkilled_mid_task_resumes_from_its_last_finished_task(tmp_path):
     (spec,) = expand(load_sweep(sweep))
     results = tmp_path / "results"
     folder = results / "trials" / spec.id
-    driver = _orchestrator(str(sweep), "--results", str(results), "--num-cpus", "1", "--max-failures", "2", "--skip-cil-check", log=tmp_path / "driver.log")
+    driver = _orchestrator(str(sweep), "--results", str(results), "--num-cpus", "1", "--max-failures", "2", log=tmp_path / "driver.log")
     tree: list[int] = []
     try:
 
@@ -153,7 +154,7 @@ def test_trials_of_a_removed_node_are_rescheduled_and_the_sweep_completes(tmp_pa
     sweep = write_sweep(tmp_path, NODE_SWEEP)
     trials = expand(load_sweep(sweep))
     results = tmp_path / "results"
-    driver = _orchestrator(str(sweep), "--address", cluster.address, "--results", str(results), "--max-failures", "3", "--skip-cil-check", log=tmp_path / "driver.log")
+    driver = _orchestrator(str(sweep), "--address", cluster.address, "--results", str(results), "--max-failures", "3", log=tmp_path / "driver.log")
     try:
 
         def training_on_a_worker():
