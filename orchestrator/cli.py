@@ -245,6 +245,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 num_cpus=args.num_cpus,
                 num_gpus=args.num_gpus,
                 only_ids=slice_ids,
+                quiet=args.quiet,
             )
             outcome = run_sweep(sweep, trials, opts, sweep_text=text)
             if not args.no_report:
