@@ -30,10 +30,10 @@ _WHERE = {
     "task_splits": "scenarios",
     "thin_to_long_tail": "scenarios",
     "validation_split": "scenarios",
-    "DatasetProtocol": "types",
-    "ImageSplit": "types",
-    "LoadedDataset": "types",
-    "Scenario": "types",
+    "DatasetProtocol": "contract",
+    "ImageSplit": "contract",
+    "LoadedDataset": "contract",
+    "Scenario": "contract",
 }
 
 __all__ = sorted(_WHERE)

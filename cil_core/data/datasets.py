@@ -30,7 +30,7 @@ from .imagelist import (
     read_image_list,
     verify_images,
 )
-from .types import DatasetProtocol, ImageSplit, LoadedDataset
+from .contract import DatasetProtocol, ImageSplit, LoadedDataset
 
 if TYPE_CHECKING:
     import torch
