@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,7 +127,11 @@ def reporting(opts: RunOptions) -> dict[str, Any]:
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             log.error("FAILED  %s (see trials/%s/failed.json, stderr.log)", trial_name(trial), trial_name(trial))
 
-    reporter = tune.CLIReporter(
+    class StderrReporter(tune.CLIReporter):  # stdout is for the tables
+        def report(self, trials: list, done: bool, *sys_info: Any) -> None:
+            print(self._progress_str(trials, done, *sys_info), file=sys.stderr, flush=True)
+
+    reporter = StderrReporter(
         metric_columns={"task": "task", "avg_incremental_accuracy": "avg inc acc"},
         parameter_columns=[],
         max_report_frequency=int(opts.progress_every_s),
