@@ -96,14 +96,3 @@ def method_names() -> list[str]:
 def dataset_names() -> list[str]:
     load_datasets()
     return sorted(DATASETS)
-
-
-def canonical_method_name(name: str) -> str:
-    """Approach names are case-insensitive (the paper's script says ``DGR``); no torch."""
-    from .approach_options import canonical_approach
-
-    return canonical_approach(name)
-
-
-def canonical_dataset_name(name: str) -> str:
-    return get_dataset(name).name

@@ -200,7 +200,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.max_failures < 0:
         raise SweepError("--max-failures", None, f"must be >= 0 (retries of a failed trial), got {args.max_failures}")
     try:  # typed by cil_core with the rest of each trial's options
-        set_values = schema._check_options(parse_set_items(args.set_items))
+        set_values = schema.check_options(parse_set_items(args.set_items))
     except (UserError, ValueError) as exc:
         raise SweepError("--set", None, str(exc).removeprefix("--set ")) from None
     resources = parse_resources(args.resources)

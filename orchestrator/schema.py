@@ -42,7 +42,8 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_options(values: dict[str, Any]) -> dict[str, Any]:
+def check_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The sweep's own rules on option keys (reserved, axes); the values are cil_core's to check."""
     values = normalise_scalar(dict(values or {}))
     for key in values:
         if not isinstance(key, str) or not key:
@@ -117,7 +118,7 @@ class ApproachVariant(Model):
     @field_validator("set")
     @classmethod
     def _set(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_options(value)
+        return check_options(value)
 
 
 class Grid(Model):
@@ -222,7 +223,7 @@ class DatasetOverride(Model):
     @field_validator("set")
     @classmethod
     def _set(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_options(value)
+        return check_options(value)
 
 
 class ApproachOverride(Model):
@@ -233,7 +234,7 @@ class ApproachOverride(Model):
     @field_validator("set")
     @classmethod
     def _set(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_options(value)
+        return check_options(value)
 
 
 class Rule(Model):
@@ -247,7 +248,7 @@ class Rule(Model):
     @field_validator("set")
     @classmethod
     def _set(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_options(value)
+        return check_options(value)
 
 
 # ----------------------------------------------------------------------------- search
@@ -331,7 +332,7 @@ class Search(Model):
     @field_validator("space")
     @classmethod
     def _space(cls, value: dict[str, Distribution]) -> dict[str, Distribution]:
-        _check_options({k: None for k in value})
+        check_options({k: None for k in value})
         return value
 
 
@@ -386,7 +387,7 @@ class Sweep(Model):
     @field_validator("defaults")
     @classmethod
     def _defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_options(value)
+        return check_options(value)
 
     @model_validator(mode="after")
     def _keys_name_grid_values(self) -> "Sweep":
