@@ -42,7 +42,7 @@ from cil_core.config import RunConfig
 from cil_core.data.batches import LoaderPipeline, TensorPipeline, default_workers
 from cil_core.data.datasets import CIFAR_MEAN, CIFAR_PROTOCOL, CIFAR_STD
 from cil_core.data.scenarios import long_tail_counts
-from cil_core.data.types import ImageSplit, LoadedDataset
+from cil_core.data.contract import ImageSplit, LoadedDataset
 from cil_core.engine.network import IncrementalNet, LinearHead
 
 from _common import cpu_note, interleaved, median, paired_ratio, setup_threads, syncer

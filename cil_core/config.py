@@ -3,21 +3,33 @@
 Precedence: the data set's protocol defaults < the approach's option defaults < what the
 user gave (CLI flags, ``--set KEY=VALUE``, sweep entries). Nothing changes the config after
 :func:`resolve_config`; methods read their options from ``config.options[approach]``.
+
+No torch here (nor in the data set specs and approach options it reads): the orchestrator's
+driver resolves every trial with :func:`build_config` + :func:`resolve_config` and names it
+by :func:`fingerprint`, the same hash ``run_experiment`` records, so a trial id and a run's
+fingerprint are one thing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+from .approach_options import canonical_approach, options_class
 from .errors import ConfigError
 
 SCENARIOS = ("conv", "lt", "ltio")
+REQUIRED_KEYS = ("dataset", "approach", "scenario", "initial_classes", "total_tasks")
+# Keys that do not change what a run computes (paths, placement): left out of the fingerprint,
+# so a run moved to another machine or folder still resumes and is still recognised.
+NON_SEMANTIC_KEYS = ("out", "data_root", "device", "num_workers", "eval_batch_size", "checkpoint")
 
 
 @dataclass(frozen=True)
@@ -74,10 +86,7 @@ class RunConfig:
 
     def method_options(self) -> Any:
         """The approach's typed options (its ``Options`` dataclass, defaults filled in)."""
-        from .registry import get_method
-
-        method = get_method(self.approach)
-        return method.Options(**dict(self.options.get(method.name, {})))
+        return options_class(self.approach)(**dict(self.options.get(self.approach, {})))
 
 
 _FIELD_TYPES = typing.get_type_hints(RunConfig)
@@ -148,14 +157,32 @@ def coerce_option(options_cls: type, key: str, value: Any, approach: str) -> Any
 
 
 def parse_set_items(items: list[str]) -> dict[str, Any]:
-    """``["dgr.dakd=false", "lr=0.05"]`` -> ``{"dgr.dakd": "false", "lr": "0.05"}``."""
+    """``["dgr.dakd=false", "lr=0.05"]`` -> ``{"dgr.dakd": "false", "lr": "0.05"}`` (typed by build_config)."""
     out: dict[str, Any] = {}
     for item in items:
-        if "=" not in item:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set dgr.dakd=false")
-        key, value = item.split("=", 1)
         out[key.strip()] = value.strip()
     return out
+
+
+def split_keys(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Flat keys (``lr``) apart from approach options (``dgr.dakd`` or ``options: {dgr: {dakd: ..}}``)."""
+    flat: dict[str, Any] = {}
+    options: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        if key == "options":
+            if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) or v is None for v in value.values()):
+                raise ConfigError(f"options: expected {{APPROACH: {{OPTION: VALUE}}}}, got {value!r}; or write APPROACH.OPTION=VALUE")
+            for approach, opts in value.items():
+                options.setdefault(str(approach), {}).update(opts or {})
+        elif "." in key:
+            approach, okey = key.split(".", 1)
+            options.setdefault(approach, {})[okey] = value
+        else:
+            flat[key] = value
+    return flat, options
 
 
 def build_config(values: Mapping[str, Any]) -> RunConfig:
@@ -163,56 +190,48 @@ def build_config(values: Mapping[str, Any]) -> RunConfig:
 
     Unknown keys and values of the wrong type raise :class:`ConfigError` naming the key.
     """
-    from .registry import get_method
+    from .registry import get_dataset
 
-    flat: dict[str, Any] = {}
-    options: dict[str, dict[str, Any]] = {}
-    for key, value in values.items():
-        if key == "options":
-            for approach, opts in (value or {}).items():
-                for okey, ovalue in (opts or {}).items():
-                    options.setdefault(approach, {})[okey] = ovalue
-        elif "." in key:
-            approach, okey = key.split(".", 1)
-            options.setdefault(approach, {})[okey] = value
-        else:
-            flat[key] = value
+    flat, options = split_keys(values)
     unknown = sorted(set(flat) - set(_FIELD_TYPES))
     if unknown:
         raise ConfigError(
             f"unknown option {unknown[0]!r}; valid keys are: {', '.join(sorted(_FIELD_TYPES))} "
             "or APPROACH.OPTION (e.g. dgr.dakd)"
         )
-    for required in ("dataset", "approach", "scenario", "initial_classes", "total_tasks"):
+    for required in REQUIRED_KEYS:
         if required not in flat:
             raise ConfigError(f"missing required option {required!r}")
-    typed = {k: _coerce(v, _FIELD_TYPES[k], k) for k, v in flat.items() if k != "options"}
-    typed["approach"] = get_method(typed["approach"]).name
-    from .registry import get_dataset
-
+    typed = {k: _coerce(v, _FIELD_TYPES[k], k) for k, v in flat.items()}
+    typed["approach"] = canonical_approach(typed["approach"])
     typed["dataset"] = get_dataset(typed["dataset"]).name
     if typed["scenario"] not in SCENARIOS:
         raise ConfigError(f"unknown scenario {typed['scenario']!r}; choose one of: {', '.join(SCENARIOS)}")
     resolved_options: dict[str, dict[str, Any]] = {}
     for approach, opts in options.items():
-        method = get_method(approach)
-        resolved_options[method.name] = {
-            k: coerce_option(method.Options, k, v, method.name) for k, v in opts.items()
-        }
+        name = canonical_approach(approach)
+        resolved_options[name] = {k: coerce_option(options_class(name), k, v, name) for k, v in opts.items()}
     return RunConfig(**typed, options=resolved_options)
 
 
+def dataset_facts(config: RunConfig) -> Any:
+    """The data set's spec (classes, protocol, family), reading its folder only when the
+    class count is not fixed (a plain ``imagelist``); no torch, no images decoded."""
+    from .registry import get_dataset
+
+    spec = get_dataset(config.dataset)
+    return spec if spec.num_classes else spec.bind(config)
+
+
 def resolve_config(config: RunConfig) -> RunConfig:
-    """Fill every ``None`` from the data set's protocol and check combinations.
+    """Fill every ``None`` from the data set's protocol and the approach's defaults; check.
 
     The result is what ``config.json`` and ``result.json`` record: a run is fully described
-    by it, so two runs with equal resolved configs compute the same thing.
+    by it, so two runs with equal resolved configs compute the same thing. Resolving a
+    resolved config changes nothing. Options of other approaches are dropped (they do nothing).
     """
-    from .registry import get_dataset, get_method
-
-    spec = get_dataset(config.dataset).bind(config)
+    spec = dataset_facts(config)
     protocol = spec.protocol
-    method = get_method(config.approach)
     epochs = config.epochs if config.epochs is not None else protocol.epochs
     if config.lr_milestones is not None:
         milestones = tuple(config.lr_milestones)
@@ -234,13 +253,52 @@ def resolve_config(config: RunConfig) -> RunConfig:
         out=str(Path(config.out).expanduser().resolve()) if config.out else None,
         data_root=str(Path(config.data_root).expanduser().resolve()) if config.data_root else None,
     )
-    # The approach's options, with every default written out so config.json is complete.
-    opts = dataclasses.asdict(method.Options(**dict(config.options.get(method.name, {}))))
-    options = {k: dict(v) for k, v in config.options.items()}
-    options[method.name] = opts
-    resolved = dataclasses.replace(config, options=options, **defaults)
-    _check_combinations(resolved, spec)
+    # The approach's options with every default written out, data-set-dependent ones too
+    # (an Options class's ``resolve_defaults``), so config.json says what ran.
+    opts = options_class(config.approach)(**dict(config.options.get(config.approach, {})))
+    hook = getattr(opts, "resolve_defaults", None)
+    if hook is not None:
+        opts = hook(spec, config.approach)
+    resolved = dataclasses.replace(config, options={config.approach: dataclasses.asdict(opts)}, **defaults)
+    check_config(resolved, spec)
     return resolved
+
+
+def fingerprint(config: RunConfig) -> str:
+    """A content hash of the resolved config's semantic keys (stable across machines): what
+    ``result.json`` and the checkpoints carry, and the orchestrator's trial id ends with."""
+    data = {k: v for k, v in config.to_dict().items() if k not in NON_SEMANTIC_KEYS}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fingerprints_by_seed(config: RunConfig) -> Callable[[int], str]:
+    """``seed -> fingerprint(replace(config, seed=seed))``, hashing one text per seed: how a
+    million-trial grid gets its ids without a million config copies."""
+    data = {k: v for k, v in config.to_dict().items() if k not in NON_SEMANTIC_KEYS}
+    data["seed"] = _SEED_MARK
+    before, after = json.dumps(data, sort_keys=True, default=str).split(f'"seed": {_SEED_MARK}')
+
+    def of(seed: int) -> str:
+        return hashlib.sha256(f'{before}"seed": {int(seed)}{after}'.encode()).hexdigest()[:16]
+
+    return of
+
+
+_SEED_MARK = -918273645
+
+
+def check_config(config: RunConfig, spec: Any) -> None:
+    """Ranges and combinations of a resolved config, against the data set's facts."""
+    for key in ("epochs", "batch_size", "eval_batch_size", "image_size"):
+        if getattr(config, key) < 1:
+            raise ConfigError(f"{key} must be at least 1, got {getattr(config, key)}")
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise ConfigError(f"lr must be a finite number > 0, got {config.lr}")
+    for key in ("seed", "lt_seed", "order_seed"):
+        value = getattr(config, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
+    _check_combinations(config, spec)
 
 
 def _check_combinations(config: RunConfig, spec: Any) -> None:
@@ -271,10 +329,9 @@ def _check_combinations(config: RunConfig, spec: Any) -> None:
         raise ConfigError(f"augment must be 'reference' or 'crop_flip', got {config.augment!r}")
     if config.pipeline not in ("auto", "tensor", "loader"):
         raise ConfigError(f"pipeline must be auto, tensor or loader, got {config.pipeline!r}")
-    if config.epochs is not None and config.epochs < 1:
-        raise ConfigError(f"epochs must be at least 1, got {config.epochs}")
     if config.memory_per_class < 0:
         raise ConfigError(f"memory_per_class must be >= 0, got {config.memory_per_class}")
+    # (image lists whose folder alone tells: checked again once run_experiment binds the data)
     if config.scenario == "conv" and getattr(spec, "already_long_tailed", False):
         raise ConfigError(
             f"{config.dataset} is long-tailed on disk, so scenario 'conv' (balanced) is impossible; use lt or ltio"

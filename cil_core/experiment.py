@@ -7,7 +7,6 @@ the same ``out`` is safe: a finished run returns its result, an unfinished one r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from . import metrics as M
-from .config import RunConfig, build_config, resolve_config
+from .config import RunConfig, build_config, check_config, fingerprint, resolve_config
 from .data.batches import make_pipeline
 from .data.scenarios import build_scenario
 from .engine.learner import Learner
@@ -29,17 +28,7 @@ from .results import SCHEMA_VERSION, atomic_write_json, git_sha, library_version
 
 log = logging.getLogger(__name__)
 
-# Keys that do not change what a run computes (paths, placement): left out of the fingerprint,
-# so a run moved to another machine or folder still resumes and is still recognised.
-NON_SEMANTIC_KEYS = ("out", "data_root", "device", "num_workers", "eval_batch_size", "checkpoint")
-
 _cpu_notice_given = False
-
-
-def fingerprint(config: RunConfig) -> str:
-    """A content hash of the resolved config's semantic keys (stable across machines)."""
-    data = {k: v for k, v in config.to_dict().items() if k not in NON_SEMANTIC_KEYS}
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _cuda_setup() -> None:
@@ -130,6 +119,7 @@ def run_experiment(
     device = select_device(config.device)
     seed_everything(config.seed)
     spec = get_dataset(config.dataset).bind(config)
+    check_config(config, spec)  # again with what only the data folder tells (image lists)
     dataset = spec.load(config)
     scenario = build_scenario(
         dataset.train.labels,

@@ -46,6 +46,11 @@ def register_backbone(name: str) -> Callable[[T], T]:
 _loaded = False
 
 
+def load_datasets() -> None:
+    """Import the data set specs only: no torch (configs resolve in a torch-free driver)."""
+    importlib.import_module("cil_core.data.datasets")
+
+
 def load_all() -> None:
     """Import every module of ``cil_core.methods``, ``cil_core.backbones`` and the data sets."""
     global _loaded
@@ -61,7 +66,7 @@ def load_all() -> None:
 
 
 def _lookup(table: dict[str, Any], kind: str, name: str, case_insensitive: bool = False) -> Any:
-    load_all()
+    load_datasets() if table is DATASETS else load_all()
     if name in table:
         return table[name]
     if case_insensitive:
@@ -89,14 +94,5 @@ def method_names() -> list[str]:
 
 
 def dataset_names() -> list[str]:
-    load_all()
+    load_datasets()
     return sorted(DATASETS)
-
-
-def canonical_method_name(name: str) -> str:
-    """Approach names are case-insensitive (the paper's script says ``DGR``)."""
-    return get_method(name).name
-
-
-def canonical_dataset_name(name: str) -> str:
-    return get_dataset(name).name

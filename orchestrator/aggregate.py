@@ -14,7 +14,7 @@ import pandas as pd
 
 from .status import load_sweep_meta, sweep_trials
 from .store import RESULT_JSON, TRIAL_JSON, TRIALS, Store, trial_rel
-from .sweep import TrialSpec
+from .trials import TrialSpec
 
 CELL_KEYS = ["dataset", "scenario", "initial_classes", "total_tasks"]
 SUMMARY_METRICS = ["avg_incremental_accuracy", "last_accuracy", "avg_incremental_accuracy_seen", "forgetting"]
@@ -42,7 +42,7 @@ def split_label(initial: int, tasks: int) -> str:
 def _spec_row(spec: TrialSpec) -> dict[str, Any]:
     return {
         "id": spec.id,
-        "row": spec.row,
+        "row": spec.variant,
         "approach": spec.approach,
         "dataset": spec.dataset,
         "scenario": spec.scenario,
@@ -85,8 +85,8 @@ def layout(specs: list[TrialSpec]) -> tuple[list[str], list[tuple[str, str, int,
     rows: list[str] = []
     cols: list[tuple[str, str, int, int]] = []
     for spec in specs:
-        if spec.row not in rows:
-            rows.append(spec.row)
+        if spec.variant not in rows:
+            rows.append(spec.variant)
         col = (spec.dataset, spec.scenario, spec.split[0], spec.split[1])
         if col not in cols:
             cols.append(col)
@@ -95,42 +95,21 @@ def layout(specs: list[TrialSpec]) -> tuple[list[str], list[tuple[str, str, int,
 
 def cell_stats(results: pd.DataFrame, specs: list[TrialSpec], metric: str) -> pd.DataFrame:
     """Per (row, column): seeds asked, seeds finished, mean and sample std of ``metric``."""
-    asked: dict[tuple, set[int]] = {}
-    for spec in specs:
-        asked.setdefault((spec.row, spec.dataset, spec.scenario, spec.split[0], spec.split[1]), set()).add(spec.seed)
-    out = []
-    for key, seeds in asked.items():
-        row, dataset, scenario, initial, tasks = key
-        if len(results):
-            sel = results[
-                (results["row"] == row)
-                & (results["dataset"] == dataset)
-                & (results["scenario"] == scenario)
-                & (results["initial_classes"] == initial)
-                & (results["total_tasks"] == tasks)
-            ]
-            values = [float(v) for v in sel.drop_duplicates("seed")[metric].tolist() if not math.isnan(float(v))]
-        else:
-            values = []
-        n = len(values)
-        mean = sum(values) / n if n else math.nan
-        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n >= 2 else math.nan
-        out.append(
-            {
-                "row": row,
-                "dataset": dataset,
-                "scenario": scenario,
-                "initial_classes": initial,
-                "total_tasks": tasks,
-                "metric": metric,
-                "n": n,
-                "n_asked": len(seeds),
-                "mean": mean,
-                "std": std,
-                "values": values,
-            }
-        )
-    return pd.DataFrame(out)
+    keys = ["row", *CELL_KEYS]
+    asked = pd.DataFrame([{"row": s.variant, "dataset": s.dataset, "scenario": s.scenario, "initial_classes": s.split[0],
+                           "total_tasks": s.split[1], "seed": s.seed} for s in specs]).drop_duplicates()
+    asked = asked.groupby(keys, sort=False).agg(n_asked=("seed", "size")).reset_index()
+    done = results[keys + ["seed", metric]].drop_duplicates(keys + ["seed"]).dropna(subset=[metric]) if len(results) else None
+    if done is None or not len(done):
+        stats = pd.DataFrame(columns=keys + ["n", "mean", "std", "values"])
+    else:
+        done = done.astype({metric: float})
+        stats = done.groupby(keys, sort=False)[metric].agg(n="size", mean="mean", std="std", values=list).reset_index()
+    out = asked.merge(stats, on=keys, how="left")
+    out["n"] = out["n"].fillna(0).astype(int)
+    out["values"] = [v if isinstance(v, list) else [] for v in out["values"]]
+    out["metric"] = metric
+    return out.astype({"mean": float, "std": float})
 
 
 def sweep_report_settings(store: Store) -> dict[str, Any]:

@@ -18,9 +18,9 @@ import logging
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FAILED, OrchestratorError
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FAILED, InvalidTrials, OrchestratorError, SweepError
 
 if TYPE_CHECKING:
     from .status import TrialStatus
@@ -50,7 +50,6 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resource-check", action="store_true", help="do not require that some node can host each trial (autoscaling clusters)")
     p.add_argument("--no-report", action="store_true", help="do not build the tables at the end")
     p.add_argument("--runner", default=None, help=argparse.SUPPRESS)  # MODULE:FUNCTION replacing cil_core:run_experiment (tests)
-    p.add_argument("--skip-cil-check", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and the final tables only")
     return p
 
@@ -83,47 +82,80 @@ def _setup_logging(quiet: bool) -> None:
 # ----------------------------------------------------------------------------- dry run
 
 
-def format_dry_run(trials: list, sweep: Any, store: Any, warnings: list[str]) -> str:
-    from .status import is_finished
-    from .sweep import axis_counts, estimate_hours
+DRY_RUN_ROWS = 2000  # above this many trials, --dry-run lists a sample (the first and last rows)
+SAMPLE_ROWS = 20
 
-    lines = []
-    unique = {t.id: t for t in trials}
+
+def format_dry_run(trials: Iterable, sweep: Any, store: Any) -> str:
+    """The trials (all, or a sample of a huge grid), counts per axis and the estimated cost;
+    streams ``trials`` once, holding only the sample, the counters and one int per trial."""
+    from collections import deque
+
+    from .status import finished_ids
+    from .trials import axis_counts
+
+    finished = finished_ids(store) if store is not None else set()
+    head: list = []
+    tail: deque = deque(maxlen=DRY_RUN_ROWS)
+    counts = axis_counts(())
+    seen: set[int] = set()
+    unique: list = []  # the first distinct runs, for the cost estimate
+    total = done = 0
+    for t in trials:
+        total += 1
+        key = hash(t.id)
+        if key not in seen:
+            seen.add(key)
+            done += t.id in finished
+            if len(unique) <= DRY_RUN_ROWS:
+                unique.append(t)
+        for axis, value in (("dataset", t.dataset), ("scenario", t.scenario), ("split", t.split), ("approach", t.variant), ("seed", t.seed)):
+            counts[axis][value] += 1
+        (head if len(head) < SAMPLE_ROWS else tail).append((total, t))
+    rows = [
+        [
+            str(i), t.id, t.dataset, t.scenario, f"{t.split[0]} {t.split[1]}", t.variant, str(t.seed),
+            f"{t.resources.get('gpu', 0):g}", f"{t.resources.get('cpu', 1):g}", "-" if t.hours is None else f"{t.hours:.2f}",
+            "done" if t.id in finished else "to run",
+        ]
+        for i, t in head + (list(tail) if total <= DRY_RUN_ROWS + SAMPLE_ROWS else list(tail)[-SAMPLE_ROWS:])
+    ]
     header = ["#", "trial", "dataset", "scenario", "split", "approach", "seed", "gpu", "cpu", "hours", "state"]
-    rows = []
-    for i, t in enumerate(trials, 1):
-        state = "done" if store is not None and is_finished(store, t.id) else "to run"
-        rows.append(
-            [
-                str(i), t.id, t.dataset, t.scenario, f"{t.split[0]} {t.split[1]}", t.row, str(t.seed),
-                f"{t.resources.get('gpu', 0):g}", f"{t.resources.get('cpu', 1):g}", "-" if t.hours is None else f"{t.hours:.2f}", state,
-            ]
-        )
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     right = {0, 6, 7, 8, 9}
-    for r in [header] + rows:
-        lines.append("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+    lines = []
+    for i, r in enumerate([header] + rows):
+        if total > DRY_RUN_ROWS + SAMPLE_ROWS and i == SAMPLE_ROWS + 1:
+            lines.append(f"... {total - len(rows)} more trials ...")
+        lines.append("  ".join(c.rjust(w) if j in right else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip())
     lines.append("")
-    count = f"{len(trials)} trials" + (f" ({len(unique)} distinct runs)" if len(unique) != len(trials) else "")
+    count = f"{total} trials" + (f" ({len(seen)} distinct runs)" if len(seen) != total else "")
     if sweep.search is not None:
         count += f" x {sweep.search.num_samples} samples ({sweep.search.searcher} search over {', '.join(sweep.search.space)})"
     lines.append(f"sweep {sweep.name}: {count}")
-    for axis, counter in axis_counts(trials).items():
-        lines.append(f"  {axis:<9} " + ", ".join(f"{k} {v}" for k, v in counter.items()) + f"  ({len(counter)} values)")
-    est = estimate_hours(unique.values())
-    factor = sweep.search.num_samples if sweep.search is not None else 1
-    cost = f"estimated cost: {est['gpu_hours'] * factor:.1f} GPU hours"
-    if est["cpu_hours"]:
-        cost += f" + {est['cpu_hours'] * factor:.1f} CPU-core hours"
-    cost += f" ({est['trial_hours'] * factor:.1f} trial hours"
-    cost += f"; {est['unknown']} trials without a cost estimate)" if est["unknown"] else ")"
-    lines.append(cost)
+    for axis, counter in counts.items():
+        shown = list(counter.items())
+        text = ", ".join(f"{' '.join(map(str, k)) if isinstance(k, tuple) else k} {v}" for k, v in shown[:SAMPLE_ROWS]) + (", ..." if len(shown) > SAMPLE_ROWS else "")
+        lines.append(f"  {axis:<9} {text}  ({len(counter)} values)")
+    lines.append(_cost_line(unique, len(seen), sweep.search.num_samples if sweep.search is not None else 1))
     if store is not None:
-        done = sum(1 for t in unique.values() if is_finished(store, t.id))
-        lines.append(f"results: {store.root} ({done} of {len(unique)} already finished)")
-    for w in warnings:
-        lines.append(f"warning: {w}")
+        lines.append(f"results: {store.root} ({done} of {len(seen)} already finished)")
     return "\n".join(lines)
+
+
+def _cost_line(unique: list, distinct: int, factor: int) -> str:
+    """The estimated cost (per-trial ``hours`` from the sweep file), scaled from the first
+    distinct runs when the grid is too large to keep."""
+    from .trials import estimate_hours
+
+    est = estimate_hours(unique)
+    scale = factor * distinct / max(1, len(unique))
+    cost = f"estimated cost: {est['gpu_hours'] * scale:.1f} GPU hours"
+    if est["cpu_hours"]:
+        cost += f" + {est['cpu_hours'] * scale:.1f} CPU-core hours"
+    cost += f" ({est['trial_hours'] * scale:.1f} trial hours"
+    cost += f"; {round(est['unknown'] * distinct / max(1, len(unique)))} trials without a cost estimate)" if est["unknown"] else ")"
+    return cost + ("" if len(unique) == distinct else f" [extrapolated from {len(unique)} of {distinct} runs]")
 
 
 # ----------------------------------------------------------------------------- commands
@@ -155,36 +187,41 @@ def _failure_summary(statuses: list, limit: int = 20) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from cil_core.config import parse_set_items
+    from cil_core.errors import UserError
+
+    from . import schema
     from .store import Store
-    from .sweep import default_results_dir, expand, load_sweep, parse_resources, parse_set_items
+    from .sweep import default_results_dir, load_sweep, parse_resources
+    from .trials import check_sweep, expand, iter_trials, parse_only, select
 
     where = args.sweep
     sweep = load_sweep(where)
-    set_values = parse_set_items(args.set_items)
+    if args.max_failures < 0:
+        raise SweepError("--max-failures", None, f"must be >= 0 (retries of a failed trial), got {args.max_failures}")
+    try:  # typed by cil_core with the rest of each trial's options
+        set_values = schema.check_options(parse_set_items(args.set_items))
+    except (UserError, ValueError) as exc:
+        raise SweepError("--set", None, str(exc).removeprefix("--set ")) from None
     resources = parse_resources(args.resources)
-    trials = expand(sweep, where=where, set_values=set_values, resources=resources)
-    warnings: list[str] = []
-    if not args.skip_cil_check:
-        from .validate import check_with_cil_core
-
-        check = check_with_cil_core(sweep, trials, where=where, set_values=set_values, strict=not args.dry_run)
-        warnings = check.warnings
-        if check.missing_approaches and sweep.skip_missing_approaches:
-            trials = expand(sweep, where=where, set_values=set_values, resources=resources, drop_approaches=check.missing_approaches)
-    from .slice import parse_only, select
-
+    dropped = check_sweep(sweep, where=where, set_values=set_values)
+    if dropped:
+        log.warning("warning: cil_core has no approach %s yet; those trials are left out (skip_missing_approaches)", ", ".join(map(repr, dropped)))
+    kwargs = dict(where=where, set_values=set_values, resources=resources, drop_approaches=dropped)
     wanted = parse_only(args.only_items)
+    store = Store(args.results or default_results_dir(sweep))
+    if args.dry_run and not wanted:
+        print(format_dry_run(iter_trials(sweep, **kwargs), sweep, store))
+        return EXIT_OK
+    trials = expand(sweep, **kwargs)
     chosen = select(trials, wanted)
     slice_ids = {t.id for t in chosen} if wanted else None  # None: the whole sweep
-    store = Store(args.results or default_results_dir(sweep))
     if args.dry_run:
-        print(format_dry_run(chosen, sweep, store, warnings))
+        print(format_dry_run(chosen, sweep, store))
         return EXIT_OK
     from .cluster import precheck_address
 
     precheck_address(args.address or os.environ.get("RAY_ADDRESS") or None)  # a wrong address is bad input
-    for w in warnings:
-        log.warning("warning: %s", w)
 
     from .lock import ResultsLock
     from .tune_runner import RunOptions, run_sweep
@@ -208,6 +245,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 num_cpus=args.num_cpus,
                 num_gpus=args.num_gpus,
                 only_ids=slice_ids,
+                quiet=args.quiet,
             )
             outcome = run_sweep(sweep, trials, opts, sweep_text=text)
             if not args.no_report:
@@ -305,6 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         func = cmd_run
     try:
         return func(args)
+    except InvalidTrials as exc:
+        print("\n".join(f"error: {line}" for line in exc.lines), file=sys.stderr)
+        return exc.exit_code
     except OrchestratorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from .errors import SweepError
-from .sweep import TrialSpec
+from .trials import TrialSpec
 
 log = logging.getLogger(__name__)
 
 # Read by Ray / Tune in this (driver) process; set before Ray is imported, users may override.
 DRIVER_ENV = {
-    "RAY_AIR_NEW_OUTPUT": "0",  # the classic reporter honours verbose=0: our progress lines only
+    "RAY_AIR_NEW_OUTPUT": "0",  # the classic CLIReporter (to stderr), silent at verbose=0 (-q)
     "RAY_CHDIR_TO_TRIAL_DIR": "0",  # trials keep absolute paths; they never rely on the cwd
     "RAY_DEDUP_LOGS": "0",
 }

@@ -33,6 +33,15 @@ class SweepError(OrchestratorError, ValueError):
         super().__init__(": ".join(parts))
 
 
+class InvalidTrials(OrchestratorError):
+    """Trials that cannot run (a split the data set cannot hold, ``epochs: 0``, ...): one
+    line per distinct problem, each naming some of the trials it applies to."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__("\n".join(lines))
+
+
 class LockedError(OrchestratorError):
     """Another orchestrator process works on the same results directory."""
 

@@ -1,15 +1,19 @@
-"""One orchestrator per results directory: ``.orchestrator.lock`` holds its pid and host.
+"""One orchestrator per results directory.
 
-On a local (or NFS-mounted) directory the lock is an ``flock`` on that file, held for the
-process's lifetime, so it disappears with the process whatever kills it; the pid and host
-written inside are for the message and for ``status``. Where ``flock`` is unsupported, and
-on URI stores, the file's content decides: a lock naming this host and a dead pid is stale
-and taken over; a lock naming another host is respected (its message says how to clear it).
+Local (or NFS-mounted) folder: a ``filelock.FileLock`` on ``.orchestrator.flock``, held
+for the process's lifetime, so it goes with the process whatever kills it;
+``.orchestrator.lock`` beside it names the holder (pid, host, command) for the message and
+for ``status``. A holder on another host is respected even if its flock is not visible here
+(NFS), until someone deletes that file.
+
+URI store (no lock primitive there): the rule is the file's content. A lock naming a live
+pid on this host, or any other host, is respected; a dead pid's is taken over; after
+writing ours we read it back and refuse if another orchestrator wrote in between. Two
+drivers started within the same instant can still both pass: start one driver per URI store.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -18,10 +22,13 @@ import sys
 import time
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from .errors import LockedError
 from .store import LOCK, Store
 
 log = logging.getLogger(__name__)
+FLOCK = ".orchestrator.flock"
 
 
 def pid_alive(pid: int) -> bool:
@@ -37,7 +44,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def read_lock(store: Store) -> dict[str, Any] | None:
-    """The lock's content, or ``None`` if free."""
+    """The holder's record, or ``None`` if free."""
     info = store.read_json(LOCK)
     return info if isinstance(info, dict) and info.get("pid") else None
 
@@ -64,76 +71,46 @@ def _describe(info: dict[str, Any] | None, path: str) -> str:
 class ResultsLock:
     def __init__(self, store: Store, command: str | None = None) -> None:
         self.store = store
-        self.command = command or " ".join(sys.argv)
-        self._fd: int | None = None
-        self._held = False
+        self.record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "command": command or " ".join(sys.argv)}
+        self._flock: FileLock | None = None
 
-    def _content(self) -> bytes:
-        return json.dumps(
-            {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "command": self.command}
-        ).encode()
+    def _refuse_if_held(self, info: dict[str, Any] | None, flock_held: bool) -> None:
+        if not info or info.get("pid") == os.getpid() and info.get("host") == self.record["host"]:
+            return
+        alive = lock_holder_alive(info)
+        if alive is None or (alive and not flock_held):
+            raise LockedError(f"{self.store.root}: {_describe(info, self.store.uri(LOCK))}")
+        log.info("taking over the stale lock of pid %s on %s (that process is gone)", info["pid"], info.get("host"))
 
     def acquire(self) -> "ResultsLock":
         if self.store.is_local:
-            self._acquire_local()
-        else:
-            self._acquire_content()
-        self._held = True
+            self.store.mkdir("")
+            flock = FileLock(self.store.local(FLOCK))
+            try:
+                flock.acquire(timeout=0)
+            except Timeout:
+                raise LockedError(f"{self.store.root}: {_describe(read_lock(self.store), self.store.uri(LOCK))}") from None
+            try:
+                self._refuse_if_held(read_lock(self.store), flock_held=True)
+            except LockedError:
+                flock.release()
+                raise
+            self._flock = flock
+            self.store.write_json(LOCK, self.record)
+            return self
+        self._refuse_if_held(read_lock(self.store), flock_held=False)
+        self.store.write_json(LOCK, self.record)
+        if read_lock(self.store) != self.record:  # another driver wrote in between
+            raise LockedError(f"{self.store.root}: {_describe(read_lock(self.store), self.store.uri(LOCK))}")
+        self._flock = None
         return self
 
-    def _acquire_local(self) -> None:
-        import fcntl
-
-        path = self.store.local(LOCK)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        flock_ok = True
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise LockedError(f"{self.store.root}: {_describe(read_lock(self.store), str(path))}") from None
-        except OSError as exc:
-            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                os.close(fd)
-                raise
-            flock_ok = False  # a file system without flock: decide from the content
-        info = read_lock(self.store)
-        if info and int(info["pid"]) != os.getpid():
-            same_host = info.get("host") == socket.gethostname()
-            if not same_host or (not flock_ok and pid_alive(int(info["pid"]))):
-                os.close(fd)
-                raise LockedError(f"{self.store.root}: {_describe(info, str(path))}")
-            log.info("taking over the stale lock of pid %s on %s (that process is gone)", info["pid"], info.get("host"))
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, self._content(), 0)
-        os.fsync(fd)
-        self._fd = fd
-
-    def _acquire_content(self) -> None:
-        info = read_lock(self.store)
-        if info and int(info["pid"]) != os.getpid():
-            alive = lock_holder_alive(info)
-            if alive is None or alive:
-                raise LockedError(f"{self.store.root}: {_describe(info, self.store.uri(LOCK))}")
-            log.info("taking over the stale lock of pid %s on %s", info["pid"], info.get("host"))
-        self.store.write_bytes(LOCK, self._content())
-
     def release(self) -> None:
-        if not self._held:
-            return
-        self._held = False
-        if self._fd is not None:
-            import fcntl
-
-            try:
-                os.ftruncate(self._fd, 0)  # empty = free; the file stays (unlinking races with flock)
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            finally:
-                os.close(self._fd)
-                self._fd = None
-        else:
+        if read_lock(self.store) == self.record:
             self.store.delete(LOCK)
+        if self._flock is not None:
+            self._flock.release()
+            self._flock = None
 
     def __enter__(self) -> "ResultsLock":
         return self.acquire()

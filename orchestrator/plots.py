@@ -20,7 +20,7 @@ import pandas as pd
 
 from .aggregate import layout, split_label
 from .store import PLOTS, Store
-from .sweep import TrialSpec
+from .trials import TrialSpec
 
 SHOTS = ("many", "medium", "few")
 

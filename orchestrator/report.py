@@ -16,8 +16,8 @@ from .aggregate import load_results, report_specs, sweep_report_settings
 from .paper_reference import load_reference
 from .plots import plot_all
 from .status import load_sweep_meta
-from .store import PROGRESS_JSON, RESULT_JSON, TRIAL_JSON, TRIALS, Store, trial_rel
-from .sweep import TrialSpec
+from .store import RESULT_JSON, TRIAL_JSON, TRIALS, Store, trial_rel
+from .trials import TrialSpec
 from .tables import Tables, build_tables
 
 DEFAULT_TABLES = ["avg_incremental_accuracy", "last_accuracy"]
@@ -78,33 +78,31 @@ def build_report(store: Store, *, plots: bool | None = None, reference_path: str
 
 
 def _metric_of(result: dict[str, Any] | None, progress: dict[str, Any] | None, metric: str) -> tuple[float | None, int | None]:
-    """The search metric: the finished run's summary, else the last per-task report."""
+    """The search metric: the finished run's summary, else the last per-task report Ray got
+    (kept in the search's summary, ``search_<group>.json``)."""
     if isinstance(result, dict) and result.get("status") == "finished":
         if metric == "avg_incremental_accuracy":
             return result.get("avg_incremental_accuracy"), len(result.get("acc_seen") or [])
         series = result.get(metric) or []
         return (series[-1] if series else None), len(result.get("acc_seen") or [])
     if isinstance(progress, dict):
-        metrics = progress.get("metrics") or {}
         task = progress.get("task")
-        return metrics.get(metric), (None if task is None else int(task) + 1)
+        return progress.get("metric"), (None if task is None else int(task) + 1)
     return None, None
 
 
 def search_trials(store: Store) -> list[dict[str, Any]]:
     out = []
+    summaries: dict[str, dict[str, Any]] = {}
     for tid in store.list_dirs(TRIALS):
         data = store.read_json(trial_rel(tid, TRIAL_JSON))
         if not isinstance(data, dict) or not data.get("search"):
             continue
         spec = TrialSpec.from_json(data)
-        out.append(
-            {
-                "spec": spec,
-                "result": store.read_json(trial_rel(tid, RESULT_JSON)),
-                "progress": store.read_json(trial_rel(tid, PROGRESS_JSON)),
-            }
-        )
+        if spec.search not in summaries:
+            summary = store.read_json(f"{spec.search}.json") or {}
+            summaries[spec.search] = {r["id"]: r for r in summary.get("trials", []) if isinstance(r, dict)}
+        out.append({"spec": spec, "result": store.read_json(trial_rel(tid, RESULT_JSON)), "progress": summaries[spec.search].get(tid)})
     return out
 
 

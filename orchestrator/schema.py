@@ -2,7 +2,7 @@
 
 The structure is checked here; the training options themselves (``defaults``, every
 ``set:`` block, ``--set``, the search space's keys) are checked against ``cil_core``'s own
-``RunConfig`` by :mod:`orchestrator.validate`, so the two never disagree. The full
+``RunConfig`` by :mod:`orchestrator.trials`, so the two never disagree. The full
 reference, with an example of every block, is ``sweeps/README.md``.
 """
 
@@ -35,11 +35,15 @@ def normalise_scalar(value: Any) -> Any:
     return value
 
 
+Seed = Annotated[int, Field(ge=0, description="seeds are >= 0 (numpy's rule)")]
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_options(values: dict[str, Any]) -> dict[str, Any]:
+def check_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The sweep's own rules on option keys (reserved, axes); the values are cil_core's to check."""
     values = normalise_scalar(dict(values or {}))
     for key in values:
         if not isinstance(key, str) or not key:
@@ -114,7 +118,7 @@ class ApproachVariant(Model):
     @field_validator("set")
     @classmethod
     def _set(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_options(value)
+        return check_options(value)
 
 
 class Grid(Model):
@@ -124,7 +128,7 @@ class Grid(Model):
     scenario: list[str] = Field(min_length=1)
     split: list[Split] = Field(min_length=1)
     approach: list[ApproachVariant] = Field(min_length=1)
-    seed: list[int] = Field(min_length=1)
+    seed: list[Seed] = Field(min_length=1)
 
     @field_validator("dataset", "scenario", "seed", mode="before")
     @classmethod
@@ -164,7 +168,7 @@ class Match(Model):
     scenario: list[str] | None = None
     split: list[Split] | None = None
     approach: list[str] | None = None
-    seed: list[int] | None = None
+    seed: list[Seed] | None = None
 
     @field_validator("dataset", "scenario", "approach", "seed", mode="before")
     @classmethod
@@ -219,7 +223,7 @@ class DatasetOverride(Model):
     @field_validator("set")
     @classmethod
     def _set(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_options(value)
+        return check_options(value)
 
 
 class ApproachOverride(Model):
@@ -230,7 +234,7 @@ class ApproachOverride(Model):
     @field_validator("set")
     @classmethod
     def _set(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_options(value)
+        return check_options(value)
 
 
 class Rule(Model):
@@ -244,7 +248,7 @@ class Rule(Model):
     @field_validator("set")
     @classmethod
     def _set(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_options(value)
+        return check_options(value)
 
 
 # ----------------------------------------------------------------------------- search
@@ -328,7 +332,7 @@ class Search(Model):
     @field_validator("space")
     @classmethod
     def _space(cls, value: dict[str, Distribution]) -> dict[str, Distribution]:
-        _check_options({k: None for k in value})
+        check_options({k: None for k in value})
         return value
 
 
@@ -383,7 +387,7 @@ class Sweep(Model):
     @field_validator("defaults")
     @classmethod
     def _defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_options(value)
+        return check_options(value)
 
     @model_validator(mode="after")
     def _keys_name_grid_values(self) -> "Sweep":

@@ -1,24 +1,22 @@
-"""Each trial's state, read from its files (with or without a running Ray).
+"""Each trial's state, read from a few file facts (Ray need not run).
 
-States: ``done`` (``result.json`` finished), ``failed`` (``failed.json``; ``permanent``
-ones are not retried until ``--retry-failed``), ``running`` (a live process or a fresh
-heartbeat), ``stopped`` (stopped by early stopping or an interrupt; resumes from its last
-finished task), ``interrupted`` (was running, its process is gone), ``pending`` (never
-started).
+``done``: ``result.json`` finished. ``failed``: ``failed.json`` (``permanent`` ones are not
+retried until ``--retry-failed``). An attempt that started and never ended (``attempts.jsonl``)
+is ``running`` while an orchestrator holds the results folder's lock, else ``interrupted``.
+``stopped``: stopped by early stopping or an interrupt. Those three resume from their last
+finished task, the highest ``checkpoints/task_NNN.pt``. ``pending``: never started.
 """
 
 from __future__ import annotations
 
-import socket
-import time
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .lock import lock_holder_alive, pid_alive, read_lock
-from .store import ATTEMPTS, FAILED_JSON, PROGRESS_JSON, RESULT_JSON, STDERR, SWEEP_JSON, TRIAL_JSON, TRIALS, Store, trial_rel
-from .sweep import TrialSpec
+from .lock import lock_holder_alive, read_lock
+from .store import ATTEMPTS, FAILED_JSON, RESULT_JSON, STDERR, SWEEP_JSON, TRIAL_JSON, TRIALS, Store, trial_rel
+from .trials import TrialSpec
 
-STALE_HEARTBEAT_S = 180.0
 STATES = ("done", "running", "pending", "stopped", "interrupted", "failed")
 
 
@@ -51,48 +49,46 @@ def sweep_trials(store: Store) -> list[TrialSpec]:
     return [TrialSpec.from_json(t) for t in meta.get("trials", [])]
 
 
-def _alive(progress: dict[str, Any]) -> bool:
-    heartbeat = float(progress.get("heartbeat") or 0)
-    fresh = time.time() - heartbeat < STALE_HEARTBEAT_S
-    if progress.get("host") == socket.gethostname() and progress.get("pid"):
-        return pid_alive(int(progress["pid"])) and fresh
-    return fresh
-
-
 def is_finished(store: Store, tid: str) -> bool:
     result = store.read_json(trial_rel(tid, RESULT_JSON))
     return isinstance(result, dict) and result.get("status") == "finished"
 
 
-def trial_status(store: Store, spec: TrialSpec, *, in_sweep: bool = True, tail_lines: int = 0) -> TrialStatus:
+def finished_ids(store: Store) -> set[str]:
+    """The ids of the finished trials in ``store``."""
+    return {tid for tid in store.list_dirs(TRIALS) if is_finished(store, tid)}
+
+
+def trial_status(store: Store, spec: TrialSpec, *, in_sweep: bool = True, tail_lines: int = 0, orchestrator_alive: bool | None = None) -> TrialStatus:
     rel = trial_rel(spec.id)
     status = TrialStatus(spec=spec, state="pending", in_sweep=in_sweep, num_tasks=spec.split[1])
-    attempts_text = store.read_text(f"{rel}/{ATTEMPTS}") or ""
-    status.attempts = attempts_text.count('"event": "start"')
-    progress = store.read_json(f"{rel}/{PROGRESS_JSON}") or {}
-    if isinstance(progress, dict):
-        status.task = progress.get("task")
-        status.num_tasks = progress.get("num_tasks") or status.num_tasks
-        status.host = progress.get("host")
     if is_finished(store, spec.id):
-        status.state = "done"
-        status.task = (status.num_tasks or 1) - 1
+        status.state, status.task = "done", spec.split[1] - 1
         return status
+    events = []
+    for line in (store.read_text(f"{rel}/{ATTEMPTS}") or "").splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue  # a torn last line
+    starts = [e for e in events if e.get("event") == "start"]
+    status.attempts = len(starts)
+    status.host = starts[-1].get("host") if starts else None
+    tasks = [int(name[5:8]) for name in store.list_dirs(f"{rel}/checkpoints", files=True) if name.startswith("task_") and name.endswith(".pt")]
+    status.task = max(tasks) if tasks else None
     failed = store.read_json(f"{rel}/{FAILED_JSON}")
-    running = isinstance(progress, dict) and progress.get("state") == "running"
-    if running and _alive(progress):
-        status.state = "running"
+    if events and events[-1].get("event") == "start":
+        if orchestrator_alive is None:
+            orchestrator_alive = bool(lock_holder_alive(read_lock(store)))
+        status.state = "running" if orchestrator_alive else "interrupted"
     elif isinstance(failed, dict):
         status.state = "failed"
-        status.error = failed.get("error")
-        status.failure_kind = failed.get("kind")
-        status.permanent = bool(failed.get("permanent"))
-    elif running:
-        status.state = "interrupted"
-    elif isinstance(progress, dict) and progress.get("state") == "stopped":
+        status.error, status.failure_kind, status.permanent = failed.get("error"), failed.get("kind"), bool(failed.get("permanent"))
+        status.task = failed.get("task", status.task)
+        if tail_lines:
+            status.stderr_tail = store.tail(f"{rel}/{STDERR}", tail_lines)
+    elif events and events[-1].get("outcome") == "stopped":
         status.state = "stopped"
-    if status.state == "failed" and tail_lines:
-        status.stderr_tail = store.tail(f"{rel}/{STDERR}", tail_lines)
     return status
 
 
@@ -101,9 +97,10 @@ def collect(store: Store, *, tail_lines: int = 0, include_extra: bool = True) ->
     trials of an earlier version of the sweep)."""
     meta = load_sweep_meta(store) or {}
     searching = bool(meta.get("search"))
+    alive = bool(lock_holder_alive(read_lock(store)))
     specs = [] if searching else sweep_trials(store)  # a search runs samples, not its base trials
     known = {s.id for s in specs}
-    out = [trial_status(store, s, tail_lines=tail_lines) for s in specs]
+    out = [trial_status(store, s, tail_lines=tail_lines, orchestrator_alive=alive) for s in specs]
     if include_extra:
         for tid in store.list_dirs(TRIALS):
             if tid in known:
@@ -115,8 +112,7 @@ def collect(store: Store, *, tail_lines: int = 0, include_extra: bool = True) ->
                 spec = TrialSpec.from_json(data)
             except (KeyError, TypeError):
                 continue
-            in_sweep = searching and bool(spec.search)
-            out.append(trial_status(store, spec, in_sweep=in_sweep, tail_lines=tail_lines))
+            out.append(trial_status(store, spec, in_sweep=searching and bool(spec.search), tail_lines=tail_lines, orchestrator_alive=alive))
     return out
 
 

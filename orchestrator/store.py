@@ -3,12 +3,10 @@
 Layout (``--results DIR``, default ``results/<sweep name>/``)::
 
     sweep.json               the expanded trials of the last run (what status/report read)
-    .orchestrator.lock       pid and host of the orchestrator working here
+    .orchestrator.lock       pid and host of the orchestrator working here (.orchestrator.flock: its filelock)
     trials/<id>/             one folder per trial (its id: see orchestrator.sweep)
-        trial.json           the trial's spec (config, resources, search group)
-        env.json             torch, CUDA, GPU, Ray, host, git revision of this attempt
-        progress.json        state, current task, pid, host, heartbeat
-        attempts.jsonl       one line per attempt: start, end, outcome
+        trial.json           the trial's spec (resolved config, resources, search group)
+        attempts.jsonl       one line per attempt: start (pid, host, node), end (outcome)
         failed.json          why the last attempt failed (permanent: never retried)
         stdout.log stderr.log
         config.json log.jsonl checkpoints/ result.json    (written by cil_core)
@@ -39,8 +37,6 @@ RAY = "ray"
 PLOTS = "plots"
 
 TRIAL_JSON = "trial.json"
-ENV_JSON = "env.json"
-PROGRESS_JSON = "progress.json"
 ATTEMPTS = "attempts.jsonl"
 FAILED_JSON = "failed.json"
 RESULT_JSON = "result.json"
@@ -128,18 +124,18 @@ class Store:
             return []
         return text.rstrip("\n").splitlines()[-lines:]
 
-    def list_dirs(self, rel: str) -> list[str]:
+    def list_dirs(self, rel: str, *, files: bool = False) -> list[str]:
+        """The folders in ``rel`` (``files``: the files instead)."""
         if self.is_local:
             folder = self.local(rel)
             if not folder.is_dir():
                 return []
-            return sorted(p.name for p in folder.iterdir() if p.is_dir())
+            return sorted(p.name for p in folder.iterdir() if p.is_file() == files)
         from pyarrow import fs as pafs
 
+        kind = pafs.FileType.File if files else pafs.FileType.Directory
         selector = pafs.FileSelector(self._p(rel), allow_not_found=True)
-        return sorted(
-            info.base_name for info in self._fs.get_file_info(selector) if info.type == pafs.FileType.Directory
-        )
+        return sorted(info.base_name for info in self._fs.get_file_info(selector) if info.type == kind)
 
     # ---------------------------------------------------------------- writing
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from .aggregate import cell_stats, layout, split_label
 from .paper_reference import METRIC_LABELS, Reference, lookup
-from .sweep import TrialSpec
+from .trials import TrialSpec
 
 TITLES = {
     "avg_incremental_accuracy": (
@@ -82,7 +82,7 @@ def _mark_best(cells: dict[tuple, Cell], cols: list[tuple], metric: str) -> None
 
 def _approach_of(row: str, specs: list[TrialSpec]) -> str:
     for s in specs:
-        if s.row == row:
+        if s.variant == row:
             return s.approach
     return row
 
@@ -243,44 +243,34 @@ def _tex_escape(text: str) -> str:
     return text.replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
 
 
+def _tex_cell(cell: Cell | None, paper: bool) -> str:
+    if cell is None or cell.n == 0:
+        return "--"
+    body = fmt(cell.mean) + (f" \\pm {fmt(cell.std)}" if cell.n >= 2 else "")
+    text = f"$\\mathbf{{{body}}}$" if cell.best else f"${body}$"
+    if cell.n < cell.n_asked:
+        text += f"$^{{{cell.n}/{cell.n_asked}}}$"
+    if paper and cell.refs:
+        text += " {\\scriptsize(" + "; ".join(f"{'r ' if r.is_rerun else ''}{r.value:.2f}" for r in cell.refs) + ")}"
+    return text
+
+
 def _latex_table(heading: str, dataset: str, metric: str, rows: list[str], cols: list[tuple], cells: dict[tuple, Cell], paper: bool) -> list[str]:
-    scenarios: list[str] = []
-    for c in cols:
-        if c[1] not in scenarios:
-            scenarios.append(c[1])
-    lines = ["", "\\begin{table}[t]", "\\centering", "\\small", f"\\caption{{{_tex_escape(heading)} on {_tex_escape(dataset)}.}}"]
-    lines.append(f"\\label{{tab:{metric}-{_tex_escape(dataset).replace(chr(92), '')}}}")
-    lines.append("\\begin{tabular}{l" + "c" * len(cols) + "}")
-    lines.append("\\toprule")
-    header = ["Approach"]
-    rules = []
-    start = 2
-    for scen in scenarios:
-        span = sum(1 for c in cols if c[1] == scen)
-        header.append(f"\\multicolumn{{{span}}}{{c}}{{{_tex_escape(scen)}}}")
-        rules.append(f"\\cmidrule(lr){{{start}-{start + span - 1}}}")
-        start += span
-    lines.append(" & ".join(header) + " \\\\")
-    lines.append(" ".join(rules))
-    lines.append(" & " + " & ".join(split_label(c[2], c[3]) for c in cols) + " \\\\")
-    lines.append("\\midrule")
-    for row in rows:
-        parts = [_tex_escape(row)]
-        for col in cols:
-            cell = cells.get((row, col))
-            if cell is None or cell.n == 0:
-                parts.append("--")
-                continue
-            body = fmt(cell.mean) + (f" \\pm {fmt(cell.std)}" if cell.n >= 2 else "")
-            text = f"$\\mathbf{{{body}}}$" if cell.best else f"${body}$"
-            if cell.n < cell.n_asked:
-                text += f"$^{{{cell.n}/{cell.n_asked}}}$"
-            if paper and cell.refs:
-                text += " {\\scriptsize(" + "; ".join(f"{'r ' if r.is_rerun else ''}{r.value:.2f}" for r in cell.refs) + ")}"
-            parts.append(text)
-        lines.append(" & ".join(parts) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
-    return lines
+    """One booktabs table per data set: scenarios over splits, by ``Styler.to_latex``."""
+    frame = pd.DataFrame(
+        {(_tex_escape(c[1]), split_label(c[2], c[3])): [_tex_cell(cells.get((row, c)), paper) for row in rows] for c in cols},
+        index=[_tex_escape(row) for row in rows],
+    )
+    latex = frame.style.to_latex(
+        caption=f"{_tex_escape(heading)} on {_tex_escape(dataset)}.",
+        label=f"tab:{metric}-{dataset}",
+        position="t",
+        position_float="centering",
+        hrules=True,
+        multicol_align="c",
+        column_format="l" + "c" * len(cols),
+    )
+    return ["", latex.rstrip()]
 
 
 def check_against_paper(results: pd.DataFrame, specs: list[TrialSpec], refs: list[Reference]) -> list[dict[str, Any]]:

@@ -1,46 +1,45 @@
 """The data layer: data sets, scenarios (pure functions), augmentation and batch pipelines.
 
-Importing this package does no work; data set specs register when
-``cil_core.data.datasets`` is imported (``registry.load_all`` does it).
+Importing this package does no work and imports no torch: the names below load on first use
+(PEP 562), so ``cil_core.data.datasets`` (the specs: classes, protocol) stays torch-free for
+resolving configs; data set specs register when that module is imported (``registry``).
 """
 
-from .augment import DeviceAugment, pil_test_transform, pil_train_transform, sample_resized_crop_params
-from .batches import BatchPipeline, LoaderPipeline, TensorPipeline, len_batches, make_pipeline
-from .imagelist import read_image_list, verify_images
-from .scenarios import (
-    PAPER_CLASS_ORDER,
-    build_scenario,
-    class_order,
-    long_tail_counts,
-    shot_groups,
-    task_splits,
-    thin_to_long_tail,
-    validation_split,
-)
-from .types import DatasetProtocol, ImageSplit, LoadedDataset, Scenario
+from __future__ import annotations
 
-__all__ = [
-    "PAPER_CLASS_ORDER",
-    "BatchPipeline",
-    "DatasetProtocol",
-    "DeviceAugment",
-    "ImageSplit",
-    "LoadedDataset",
-    "LoaderPipeline",
-    "Scenario",
-    "TensorPipeline",
-    "build_scenario",
-    "class_order",
-    "len_batches",
-    "long_tail_counts",
-    "make_pipeline",
-    "pil_test_transform",
-    "pil_train_transform",
-    "read_image_list",
-    "sample_resized_crop_params",
-    "shot_groups",
-    "task_splits",
-    "thin_to_long_tail",
-    "validation_split",
-    "verify_images",
-]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "DeviceAugment": "augment",
+    "pil_test_transform": "augment",
+    "pil_train_transform": "augment",
+    "sample_resized_crop_params": "augment",
+    "BatchPipeline": "batches",
+    "LoaderPipeline": "batches",
+    "TensorPipeline": "batches",
+    "len_batches": "batches",
+    "make_pipeline": "batches",
+    "read_image_list": "imagelist",
+    "verify_images": "imagelist",
+    "PAPER_CLASS_ORDER": "scenarios",
+    "build_scenario": "scenarios",
+    "class_order": "scenarios",
+    "long_tail_counts": "scenarios",
+    "shot_groups": "scenarios",
+    "task_splits": "scenarios",
+    "thin_to_long_tail": "scenarios",
+    "validation_split": "scenarios",
+    "DatasetProtocol": "contract",
+    "ImageSplit": "contract",
+    "LoadedDataset": "contract",
+    "Scenario": "contract",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..config import RunConfig
 from ..errors import ConfigError
 from .augment import DeviceAugment, pil_test_transform, pil_train_transform
-from .types import LoadedDataset
+from .contract import LoadedDataset
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..config import RunConfig
 from ..errors import DataError
@@ -30,7 +30,10 @@ from .imagelist import (
     read_image_list,
     verify_images,
 )
-from .types import DatasetProtocol, ImageSplit, LoadedDataset
+from .contract import DatasetProtocol, ImageSplit, LoadedDataset
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,13 @@ PREPARE = "python -m cil_core prepare"
 
 # Decoded image lists, keyed by (folder, size, list mtimes): sweeps and tests that run several
 # trials in one process decode tinyimagenet100_lt once. At most a couple of entries.
+def _from_numpy(array: np.ndarray) -> "torch.Tensor":
+    # torch is imported here, not with the module: the specs (classes, protocol) load without it.
+    import torch
+
+    return torch.from_numpy(array)
+
+
 _DECODED: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 _DECODED_MAX = 2
 
@@ -71,6 +81,7 @@ class _Spec:
     protocol: DatasetProtocol = CIFAR_PROTOCOL
     already_long_tailed: bool = False
     profile_rule: str = "by_original_id"
+    augment_family: str = "cifar"  # what data-set-dependent option defaults key on (LUCIR)
 
     def default_root(self) -> Path:
         return Path("data") / self.name
@@ -130,7 +141,7 @@ def _torchvision_cifar100(root: Path, download_ok: bool = True) -> tuple[ImageSp
 
     def split(train: bool, download: bool) -> ImageSplit:
         ds = CIFAR100(str(root), train=train, download=download)
-        images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+        images = _from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
         return ImageSplit(labels=np.asarray(ds.targets, dtype=np.int64), images=images)
 
     try:
@@ -378,13 +389,13 @@ class Digits(_Spec):
         images = np.round(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)[:, None]
         labels = bunch.target.astype(np.int64)
         train_idx, test_idx = per_class_split(labels, train_fraction=0.7, seed=0)
-        train_images = torch.from_numpy(images[train_idx])
+        train_images = _from_numpy(images[train_idx])
         mean, std = channel_stats(train_images)
         return LoadedDataset(
             name=self.name,
             num_classes=10,
             train=ImageSplit(labels=labels[train_idx], images=train_images),
-            test=ImageSplit(labels=labels[test_idx], images=torch.from_numpy(images[test_idx])),
+            test=ImageSplit(labels=labels[test_idx], images=_from_numpy(images[test_idx])),
             protocol=self.protocol,
             mean=mean,
             std=std,
@@ -459,10 +470,10 @@ def make_synthetic(
     base = colour[labels][:, :, None, None] * (1.0 + 0.35 * patterns[labels % 4][:, None])
     bright = 1.0 + 0.15 * rng.uniform(-1, 1, size=(len(labels), 1, 1, 1))
     noise = 0.08 * rng.standard_normal(size=(len(labels), 3, size, size))
-    images = torch.from_numpy(np.clip((base * bright + noise) * 255.0, 0, 255).round().astype(np.uint8))
+    images = _from_numpy(np.clip((base * bright + noise) * 255.0, 0, 255).round().astype(np.uint8))
     within = np.tile(np.arange(per_class), num_classes)
     is_train = within < train_per_class
-    return images[torch.from_numpy(is_train)], labels[is_train], images[torch.from_numpy(~is_train)], labels[~is_train]
+    return images[_from_numpy(is_train)], labels[is_train], images[_from_numpy(~is_train)], labels[~is_train]
 
 
 # --------------------------------------------------------------------------- registration

@@ -11,12 +11,14 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
 from ..errors import DataError
+
+if TYPE_CHECKING:  # imported where images are decoded: reading a list needs no torch
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +144,7 @@ def _decode_resized(path: str, size: int) -> np.ndarray:
         raise DataError(f"cannot decode image {path} ({type(exc).__name__}: {exc}); replace or remove it from the list") from None
 
 
-def decode_images(paths: Sequence[str], size: int) -> torch.Tensor:
+def decode_images(paths: Sequence[str], size: int) -> "torch.Tensor":
     """Decode every image once into a uint8 ``N x 3 x size x size`` tensor.
 
     For small sets (tinyimagenet100_lt) this makes them tensor-resident, so training
@@ -150,6 +152,8 @@ def decode_images(paths: Sequence[str], size: int) -> torch.Tensor:
     for 64x64 JPEGs the per-image Python overhead dominates and a thread pool measured
     slower (~0.2 ms per image serially, ~3 s for tinyimagenet100_lt's 15,847).
     """
+    import torch
+
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
         out[i] = _decode_resized(path, size)
@@ -163,8 +167,10 @@ def is_long_tailed(labels: np.ndarray, num_classes: int | None = None) -> bool:
     return bool(len(counts) > 1 and counts.max() / counts.min() >= LONG_TAIL_RATIO)
 
 
-def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(images: "torch.Tensor") -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std (of pixel values in [0, 1]) of a uint8 N x C x H x W tensor."""
+    import torch
+
     values = torch.arange(256, dtype=torch.float64) / 255.0
     means, stds = [], []
     for c in range(images.shape[1]):  # a 256-bin histogram per channel: exact, no float copy

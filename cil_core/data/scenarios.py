@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .types import Scenario
+from .contract import Scenario
 
 # The fixed class order every LT-CIL paper uses for CIFAR-100 and ImageNet-Subset
 # (METHOD.md; PODNet's / the LT-CIL reference code's ``class_order``), copied verbatim.

@@ -27,7 +27,7 @@ from torch import nn
 from .. import metrics as M
 from ..checkpoint import latest_valid_checkpoint, save_checkpoint
 from ..config import RunConfig
-from ..data.types import LoadedDataset, Scenario
+from ..data.contract import LoadedDataset, Scenario
 from ..errors import TrainingDiverged
 from ..memory import ExemplarMemory, herding_select
 from ..registry import get_backbone

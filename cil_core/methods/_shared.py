@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .. import losses
+from ..approach_options import APPROACH_OPTIONS
 from ..registry import register_method
 
 if TYPE_CHECKING:
@@ -118,12 +119,9 @@ def register_variant(
     base: type, mixin: type, extra_options: type, *, suffix: str, class_suffix: str, module: str, summary: str, **attrs: Any
 ) -> type:
     """Register ``<base>_<suffix>``: ``mixin`` put in front of ``base``, its options ``base``'s
-    plus ``extra_options``. One place builds the wrapper approaches (2-stage, GVAlign) so each
+    plus ``extra_options`` (built torch-free in ``approach_options``). One place builds the wrapper approaches (2-stage, GVAlign) so each
     keeps the base method's loop, losses and options instead of copying them."""
-    options = dataclasses.make_dataclass(
-        f"{base.__name__}{class_suffix}Options", [], bases=(extra_options, base.Options), frozen=True
-    )
-    options.__module__ = module
+    options = APPROACH_OPTIONS[f"{base.name}_{suffix}"]
     cls = type(
         f"{base.__name__}{class_suffix}",
         (mixin, base),

@@ -29,22 +29,17 @@ paper; users override them with ``--set APPROACH.KEY=VALUE``. The base class nev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..approach_options import NoOptions
 from ..engine.network import LinearHead
 
 if TYPE_CHECKING:
     from ..engine.learner import Learner, Step, TaskContext
-
-
-@dataclass(frozen=True)
-class NoOptions:
-    """An approach without options of its own."""
 
 
 class Method:

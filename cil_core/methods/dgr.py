@@ -19,20 +19,7 @@ import torch.nn.functional as F
 from .. import losses
 from ..registry import register_method
 from .base import Method
-
-
-@dataclass(frozen=True)
-class Options:
-    # Ablation switches (METHOD.md: "Ablations worth exposing").
-    dakd: bool = True  # False: plain KD on the old logits instead of DAKD
-    inter_phase: bool = True  # False: r_old = r_new = 1
-    intra_phase: bool = True  # False: alpha_c = 1
-    attenuation: bool = True  # False: gamma = 1
-    logit_adjust: bool = True  # False: plain CE instead of CE(z + log pi)
-    # "T = 2" and "beta = 0.7 * sqrt(N_seen / N_new)" (METHOD.md 2.4); ``kd_base`` is the 0.7,
-    # the loss-balance constant a search may tune.
-    temperature: float = 2.0
-    kd_base: float = 0.7
+from ..approach_options import DGROptions as Options
 
 
 @dataclass

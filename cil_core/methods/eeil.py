@@ -27,24 +27,7 @@ from ..engine.learner import Phase
 from ..registry import register_method
 from ._shared import KnowledgeDistillationMixin, fraction_milestones, frozen_copy, scaled_epochs
 from .base import Method
-
-
-@dataclass(frozen=True)
-class Options:
-    # EEIL p. 6: "Based on our empirical results, we set T to 2 for all our experiments".
-    temperature: float = 2.0
-    # Eq. 1 adds the distillation terms unweighted (FACIL's ``--lamb`` default 1).
-    lamb: float = 1.0
-    # The paper's CIFAR-100 protocol: 40 epochs per incremental step, then 30 epochs of
-    # balanced fine-tuning; None scales that to this run (0.75 x the main phase's epochs).
-    finetune_epochs: int | None = None
-    # Implementation details: "The same reduction is used in the case of fine-tuning, except that the
-    # starting rate is 0.01" (main phase 0.1), i.e. the run's lr x 0.1, divided by 10 after
-    # each third of the stage ("every 10 epochs" of 30).
-    finetune_lr_factor: float = 0.1
-    # Balanced fine-tuning: a temporary distillation loss on the new classes' classification
-    # layer keeps what the unbalanced step learnt about them.
-    finetune_new_kd: bool = True
+from ..approach_options import EEILOptions as Options
 
 
 @register_method("eeil")

@@ -17,22 +17,10 @@ from typing import Any
 import torch
 
 from .. import losses
-from ..errors import ConfigError
 from ..registry import register_method
 from ._shared import KnowledgeDistillationMixin
 from .base import Method
-
-
-@dataclass(frozen=True)
-class Options:
-    # Alg. 1 "iCaRL classify": nearest-mean-of-exemplars; "cnn" reports the network's outputs.
-    classifier: str = "nme"
-    # Class means over each exemplar and its horizontal flip (FACIL's and PyCIL's iCaRL).
-    flip_means: bool = True
-
-    def __post_init__(self) -> None:
-        if self.classifier not in ("nme", "cnn"):
-            raise ConfigError(f"icarl.classifier must be 'nme' or 'cnn', got {self.classifier!r}")
+from ..approach_options import ICaRLOptions as Options
 
 
 @register_method("icarl")

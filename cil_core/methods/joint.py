@@ -16,12 +16,7 @@ import torch.nn.functional as F
 
 from ..registry import get_backbone, register_method
 from .base import Method
-
-
-@dataclass(frozen=True)
-class Options:
-    # The table: "all data seen so far, retrained each task".
-    reinit: bool = True
+from ..approach_options import JointOptions as Options
 
 
 @register_method("joint")

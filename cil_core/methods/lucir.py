@@ -33,32 +33,7 @@ from ..engine.learner import Phase
 from ..registry import register_method
 from ._shared import fraction_milestones, frozen_backbone_forward
 from .base import Method
-
-
-@dataclass(frozen=True)
-class Options:
-    # Sec. 4.1: "lambda base is set to 5 for CIFAR100 and 10 for ImageNet"; None picks 5 for
-    # 32x32-style data sets and 10 for the ImageNet-like ones (augment family "imagenet").
-    lamb_base: float | None = None
-    # Eq. 7: lambda = lambda_base * sqrt(|C_old| / |C_new|).
-    adaptive_lambda: bool = True
-    # Sec. 4.1: "K is set to 2" (hard negatives among the new classes).
-    K: int = 2
-    # Sec. 4.1: "m is set to 0.5 for all experiments".
-    margin: float = 0.5
-    # The weight of the margin ranking loss, 1 in the official code (``--lw_mr 1``).
-    lamb_mr: float = 1.0
-    # Ablation switches (the LT-CIL code's --remove-less-forget / --remove-margin-ranking).
-    less_forget: bool = True
-    margin_ranking: bool = True
-    # The official code's ``--imprint_weights`` (new rows = normalised class-mean features,
-    # scaled to the old rows' mean norm); off in the LT-CIL benchmark's LUCIR.
-    imprint: bool = False
-    # Class-balanced fine-tuning (official ``cbf_`` script: ``--cb_finetune --ft_epochs 20
-    # --ft_base_lr 0.01 --ft_lr_strat 10``, ``ft_flag 2``: old and new weights learn, the feature
-    # extractor and its BatchNorm statistics stay fixed). 0: off, as in the LT-CIL benchmark.
-    cbf_epochs: int = 0
-    cbf_lr: float = 0.01
+from ..approach_options import LUCIROptions as Options
 
 
 def adaptive_lambda(lamb_base: float, n_old: int, n_new: int, adaptive: bool = True) -> float:
@@ -87,9 +62,7 @@ class LUCIR(Method):
 
     @property
     def base_lambda(self) -> float:
-        if self.opts.lamb_base is not None:
-            return self.opts.lamb_base
-        return 10.0 if getattr(self.learner.dataset, "augment_family", "cifar") == "imagenet" else 5.0
+        return self.opts.resolve_defaults(self.learner.dataset, self.name).lamb_base
 
     @property
     def freezes_old_weights(self) -> bool:

@@ -18,16 +18,7 @@ import torch.nn.functional as F
 from ..registry import register_method
 from ._shared import KnowledgeDistillationMixin
 from .base import Method
-
-
-@dataclass(frozen=True)
-class Options:
-    # LwF: the knowledge-distillation loss uses temperature T = 2, as Hinton et al. recommend.
-    temperature: float = 2.0
-    # LwF: the loss-balance weight lambda_o is 1 in most of its experiments (FACIL: --lamb 1).
-    lamb: float = 1.0
-    # The LT-CIL comparison gives every method 20 exemplars per class; the paper has none.
-    exemplars: bool = True
+from ..approach_options import LwFOptions as Options
 
 
 @register_method("lwf")

@@ -58,3 +58,13 @@ def test_no_method_runs_its_own_loop_or_backward():
         text = path.read_text()
         assert ".backward(" not in text and "for epoch" not in text, path.name
     importlib.import_module("cil_core.methods.two_stage")
+
+
+def test_torch_free_option_table_is_the_registrys():
+    """``cil_core.approach_options`` (read by the torch-free config resolution) lists exactly
+    the registered approaches, each with the very Options class the approach uses."""
+    from cil_core.approach_options import APPROACH_OPTIONS
+
+    assert set(APPROACH_OPTIONS) == set(method_names())
+    for name in method_names():
+        assert METHODS[name].Options is APPROACH_OPTIONS[name], name

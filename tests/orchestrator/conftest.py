@@ -18,7 +18,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from orchestrator.store import Store, trial_rel  # noqa: E402
-from orchestrator.sweep import expand, load_sweep_text  # noqa: E402
+from orchestrator.sweep import load_sweep_text  # noqa: E402
+from orchestrator.trials import expand  # noqa: E402
 from orchestrator.tune_runner import write_sweep_meta  # noqa: E402
 
 # A tiny real run: cil_core's synthetic data set (20 classes), 1 epoch per task, CPU.
@@ -74,7 +75,7 @@ def make_results(folder: Path, sweep_text: str, values: dict[tuple, tuple[float,
     store.mkdir("")
     write_sweep_meta(store, sweep, trials, where, sweep_text)
     for spec in trials:
-        key = (spec.row, spec.dataset, spec.scenario, spec.split[0], spec.split[1], spec.seed)
+        key = (spec.variant, spec.dataset, spec.scenario, spec.split[0], spec.split[1], spec.seed)
         if key in values:
             avg, last = values[key]
             store.write_json(trial_rel(spec.id, "result.json"), fake_result(spec.config, avg=avg, last=last))

@@ -17,7 +17,8 @@ from conftest import write_sweep
 from orchestrator.cli import main
 from orchestrator.status import trial_status
 from orchestrator.store import Store, trial_rel
-from orchestrator.sweep import expand, load_sweep
+from orchestrator.sweep import load_sweep
+from orchestrator.trials import expand
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.timeout(600)]
 
@@ -77,12 +78,11 @@ def test_gpu_trials_spread_over_both_nodes_one_at_a_time_per_gpu(cluster, tmp_pa
     intervals: dict[str, list[tuple[float, float]]] = {}
     for spec in trials:
         folder = store.local(trial_rel(spec.id))
-        env = json.loads((folder / "env.json").read_text())
-        assert env["node_id"] in worker_ids  # the head declares no GPU
-        assert env["CUDA_VISIBLE_DEVICES"] == env["ray_gpu_ids"][0] and len(env["ray_gpu_ids"]) == 1  # only its own GPU
         starts, ends = _attempts(folder)
         assert len(starts) == 1 and ends[-1]["outcome"] == "finished"
-        intervals.setdefault(env["node_id"], []).append((starts[0]["time"], ends[-1]["time"]))
+        assert starts[0]["node_id"] in worker_ids  # the head declares no GPU
+        assert starts[0]["CUDA_VISIBLE_DEVICES"] in ("0", "1")  # Ray gave it one GPU, and only that one
+        intervals.setdefault(starts[0]["node_id"], []).append((starts[0]["time"], ends[-1]["time"]))
         assert trial_status(store, spec).state == "done"
     assert set(intervals) == set(worker_ids), "both GPU nodes must be used"
     for node, spans in intervals.items():
@@ -94,7 +94,7 @@ def test_gpu_trials_spread_over_both_nodes_one_at_a_time_per_gpu(cluster, tmp_pa
 def test_request_no_node_can_satisfy_is_refused(cluster, tmp_path, capsys):
     c, _ = cluster
     sweep = write_sweep(tmp_path, GPU_SWEEP)
-    code = main([str(sweep), "--address", c.address, "--results", str(tmp_path / "r"), "--resources", "gpu=2,cpu=1", "--skip-cil-check"])
+    code = main([str(sweep), "--address", c.address, "--results", str(tmp_path / "r"), "--resources", "gpu=2,cpu=1"])
     err = capsys.readouterr().err
     assert code == 2
     lines = [line for line in err.splitlines() if line.startswith("error:")]
@@ -110,7 +110,7 @@ def test_diverged_trial_fails_permanently_without_endless_retries(cluster, tmp_p
     args = [str(sweep), "--address", c.address, "--results", str(results), "--max-failures", "3"]
     assert main(args) == 1
     err = capsys.readouterr().err
-    trials = {t.row: t for t in expand(load_sweep(sweep))}
+    trials = {t.variant: t for t in expand(load_sweep(sweep))}
     hot = trials["finetune-hot"]
     assert f"{hot.id}  [failed, permanent] TrainingDiverged: loss became non-finite" in err
     store = Store(results)

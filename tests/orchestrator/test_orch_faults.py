@@ -8,9 +8,10 @@
 * The embedded Ray listens on 127.0.0.1 only, runs no dashboard, and is always its own
   (never another Ray that runs on this machine).
 
-The killer is external (the test), found through the trial's own files (``progress.json``
-holds the pid, cil_core's ``log.jsonl`` one line per finished epoch): nothing in the sweep
-or the environment changes, so the trial ids are those of a normal run.
+The killer is external (the test), found through the trial's own files (the start line of
+``attempts.jsonl`` holds the pid and the node, cil_core's ``log.jsonl`` one line per finished
+epoch): nothing in the sweep or the environment changes, so the trial ids are those of a
+normal run.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, cmdline, json_lines, kill_leftovers, process_alive, process_tree, wait_for, write_sweep
 
-from orchestrator.sweep import expand, load_sweep
+from orchestrator.sweep import load_sweep
+from orchestrator.trials import expand
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.timeout(600)]
 
@@ -74,17 +76,17 @@ def test_trial_sigkilled_mid_task_resumes_from_its_last_finished_task(tmp_path):
     (spec,) = expand(load_sweep(sweep))
     results = tmp_path / "results"
     folder = results / "trials" / spec.id
-    driver = _orchestrator(str(sweep), "--results", str(results), "--num-cpus", "1", "--max-failures", "2", "--skip-cil-check", log=tmp_path / "driver.log")
+    driver = _orchestrator(str(sweep), "--results", str(results), "--num-cpus", "1", "--max-failures", "2", log=tmp_path / "driver.log")
     tree: list[int] = []
     try:
 
         def training_task_1():
             # task 0 finished (its checkpoint is written before the report), task 1 has run an epoch
             records = json_lines(folder / "log.jsonl")
-            return any(r.get("task") == 1 for r in records) and json.loads((folder / "progress.json").read_text())
+            return any(r.get("task") == 1 for r in records) and _starts(folder)[-1]
 
-        progress = wait_for(training_task_1, timeout=400, every=0.02, what="task 1 of the trial to start training")
-        pid = int(progress["pid"])
+        attempt = wait_for(training_task_1, timeout=400, every=0.02, what="task 1 of the trial to start training")
+        pid = int(attempt["pid"])
         assert pid != driver.pid and process_alive(pid)
         tree = process_tree(driver.pid)
         os.kill(pid, signal.SIGKILL)
@@ -153,18 +155,15 @@ def test_trials_of_a_removed_node_are_rescheduled_and_the_sweep_completes(tmp_pa
     sweep = write_sweep(tmp_path, NODE_SWEEP)
     trials = expand(load_sweep(sweep))
     results = tmp_path / "results"
-    driver = _orchestrator(str(sweep), "--address", cluster.address, "--results", str(results), "--max-failures", "3", "--skip-cil-check", log=tmp_path / "driver.log")
+    driver = _orchestrator(str(sweep), "--address", cluster.address, "--results", str(results), "--max-failures", "3", log=tmp_path / "driver.log")
     try:
 
         def training_on_a_worker():
             for spec in trials:
                 folder = results / "trials" / spec.id
-                try:
-                    progress = json.loads((folder / "progress.json").read_text())
-                except (OSError, ValueError):
-                    continue
-                if progress.get("state") == "running" and any(r.get("task") == 1 for r in json_lines(folder / "log.jsonl")):
-                    return spec, progress
+                events = json_lines(folder / "attempts.jsonl")
+                if events and events[-1].get("event") == "start" and any(r.get("task") == 1 for r in json_lines(folder / "log.jsonl")):
+                    return spec, events[-1]
             return None
 
         victim, progress = wait_for(training_on_a_worker, timeout=400, every=0.05, what="a trial training task 1 on a worker node")
@@ -185,7 +184,6 @@ def test_trials_of_a_removed_node_are_rescheduled_and_the_sweep_completes(tmp_pa
     folder = results / "trials" / victim.id
     starts = _starts(folder)
     assert len(starts) == 2 and starts[0]["node_id"] == node.node_id and starts[1]["node_id"] == survivor.node_id
-    assert json.loads((folder / "env.json").read_text())["node_id"] == survivor.node_id
     epochs = [(r["task"], r["epoch"]) for r in json_lines(folder / "log.jsonl") if r["phase"] != "eval"]
     assert epochs.count((0, 0)) == 1, "the retry resumes after task 0 (its checkpoint is on the shared results folder)"
 

@@ -42,7 +42,7 @@ def test_second_orchestrator_refuses_while_the_first_runs(tmp_path, capsys):
         with pytest.raises(LockedError, match=rf"in use by orchestrator pid {holder.pid} on host {socket.gethostname()}"):
             ResultsLock(Store(root)).acquire()
         sweep = write_sweep(tmp_path, "name: t\ngrid: {dataset: [synthetic], scenario: [lt], split: [5, 2], approach: [dgr], seed: [0]}\n")
-        code = main([str(sweep), "--results", str(root), "--skip-cil-check"])
+        code = main([str(sweep), "--results", str(root)])
         err = capsys.readouterr().err
         assert code == 3
         lines = [line for line in err.splitlines() if line.startswith("error:")]

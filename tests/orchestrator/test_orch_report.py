@@ -111,13 +111,14 @@ def test_result_files_are_read_as_json_only(tmp_path, capsys):
     import pickle
 
     from orchestrator.store import trial_rel
-    from orchestrator.sweep import expand, load_sweep_text
+    from orchestrator.sweep import load_sweep_text
+    from orchestrator.trials import expand
 
     marker = tmp_path / "executed"
     store = make_results(tmp_path, SWEEP, VALUES)
     specs = expand(load_sweep_text(SWEEP, "x.yaml"))
-    dgr0 = next(s for s in specs if (s.row, s.split, s.seed) == ("dgr", (5, 20), 0))
-    dgr1 = next(s for s in specs if (s.row, s.split, s.seed) == ("dgr", (5, 20), 1))
+    dgr0 = next(s for s in specs if (s.variant, s.split, s.seed) == ("dgr", (5, 20), 0))
+    dgr1 = next(s for s in specs if (s.variant, s.split, s.seed) == ("dgr", (5, 20), 1))
 
     class Payload:
         def __reduce__(self):

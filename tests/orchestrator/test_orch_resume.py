@@ -20,7 +20,8 @@ import pytest
 from conftest import REPO, json_lines, kill_leftovers, process_tree, wait_for, write_sweep
 
 from orchestrator.store import Store, trial_rel
-from orchestrator.sweep import expand, load_sweep
+from orchestrator.sweep import load_sweep
+from orchestrator.trials import expand
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.timeout(900)]
 
@@ -80,7 +81,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, r
     try:
         # a second orchestrator on the same results directory is refused while this one runs
         wait_for(lambda: (store.read_json(".orchestrator.lock") or {}).get("pid") == proc.pid, timeout=120, what="the driver's lock")
-        second = subprocess.run(cli(str(sweep), "--results", str(results), "--skip-cil-check"), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+        second = subprocess.run(cli(str(sweep), "--results", str(results)), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
         assert second.returncode == 3, second.stderr[-2000:]
         assert f"in use by orchestrator pid {proc.pid} on host {socket.gethostname()}" in second.stderr
 

@@ -10,8 +10,10 @@ import pytest
 from conftest import REPO, write_sweep
 
 from orchestrator.cli import main
+from cil_core.config import parse_set_items
 from orchestrator.errors import SweepError
-from orchestrator.sweep import expand, load_sweep_text, parse_resources, parse_set_items
+from orchestrator.sweep import load_sweep_text, parse_resources
+from orchestrator.trials import expand
 
 GOOD = """
 name: t
@@ -44,6 +46,7 @@ def one_error_line(err: str) -> str:
         (GOOD.replace("  seed: [0, 1]", "  seed: [0, 1]\n  seeds: [2]"), "grid.seeds", "unknown key"),
         (GOOD + "datasets:\n  synthetic: {hours: 1, gpu: 1}\n", "datasets.synthetic.gpu", "unknown key"),
         (GOOD.replace("seed: [0, 1]", "seed: [zero]"), "grid.seed.0", "integer"),
+        (GOOD.replace("seed: [0, 1]", "seed: [0, -1]"), "grid.seed.1", "greater than or equal to 0"),
         (GOOD + "resources: {gpu: lots}\n", "resources.gpu", "number"),
         (GOOD + "resources: {gpu: 1.5}\n", "resources.gpu", "whole number"),
         (GOOD.replace("split: [[5, 2], \"10 2\"]", "split: [[5, 2, 3]]"), "grid.split.0", "split"),
@@ -64,7 +67,7 @@ def one_error_line(err: str) -> str:
 )
 def test_bad_sweep_exits_2_with_one_line_naming_file_and_key(tmp_path, capsys, text, key, words):
     path = write_sweep(tmp_path, text)
-    code, out, err = run_cli(capsys, str(path), "--dry-run", "--skip-cil-check")
+    code, out, err = run_cli(capsys, str(path), "--dry-run")
     assert code == 2
     line = one_error_line(err)
     assert line.startswith(f"error: {path}: {key}"), line
@@ -78,7 +81,7 @@ def test_yaml_is_never_evaluated_as_code(tmp_path, capsys):
     with pytest.raises(SweepError, match="not valid YAML"):
         load_sweep_text(text, "x.yaml")
     # through the command line too: bad input (exit 2), nothing run
-    code, _, err = run_cli(capsys, str(write_sweep(tmp_path, text)), "--dry-run", "--skip-cil-check")
+    code, _, err = run_cli(capsys, str(write_sweep(tmp_path, text)), "--dry-run")
     assert code == 2 and "not valid YAML" in one_error_line(err)
     # a --set value is read with the safe loader as well: a tag stays a plain string
     tagged = f"!!python/object/apply:os.system ['touch {marker}']"
@@ -114,14 +117,14 @@ def test_unknown_set_option_and_unknown_approach(tmp_path, capsys):
 
 def test_bad_flags_are_bad_input(tmp_path, capsys):
     path = write_sweep(tmp_path, GOOD)
-    code, _, err = run_cli(capsys, str(path), "--dry-run", "--skip-cil-check", "--set", "epochs")
-    assert code == 2 and "--set: epochs: expected KEY=VALUE" in one_error_line(err)
-    code, _, err = run_cli(capsys, str(path), "--dry-run", "--skip-cil-check", "--resources", "gpu=-1")
+    code, _, err = run_cli(capsys, str(path), "--dry-run", "--set", "epochs")
+    assert code == 2 and "--set: 'epochs': expected KEY=VALUE" in one_error_line(err)
+    code, _, err = run_cli(capsys, str(path), "--dry-run", "--resources", "gpu=-1")
     assert code == 2 and "--resources: gpu" in one_error_line(err)
     code, _, err = run_cli(capsys, str(tmp_path / "missing.yaml"), "--dry-run")
     assert code == 2 and "no such sweep file" in one_error_line(err)
     req = write_sweep(tmp_path, GOOD + "requires: [data_root]\n", name="req.yaml")
-    code, _, err = run_cli(capsys, str(req), "--dry-run", "--skip-cil-check")
+    code, _, err = run_cli(capsys, str(req), "--dry-run")
     assert code == 2 and one_error_line(err).startswith(f"error: {req}: requires.data_root: give it on the command line")
 
 
@@ -132,7 +135,7 @@ def test_unreachable_address_is_bad_input(tmp_path, capsys):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     path = write_sweep(tmp_path, GOOD)
-    code, _, err = run_cli(capsys, str(path), "--skip-cil-check", "--results", str(tmp_path / "r"), "--address", f"127.0.0.1:{port}")
+    code, _, err = run_cli(capsys, str(path), "--results", str(tmp_path / "r"), "--address", f"127.0.0.1:{port}")
     assert code == 2
     assert one_error_line(err).startswith(f"error: --address: 127.0.0.1:{port}: cannot reach a Ray head node there")
 
@@ -153,12 +156,11 @@ def test_failing_sweep_never_imports_ray(tmp_path):
 
 
 def test_parse_helpers():
-    assert parse_set_items(["lr=0.05", "dgr.dakd=false", "lr_milestones=[3, 5]", "data_root=/d/1e3"]) == {
-        "lr": 0.05,
-        "dgr.dakd": False,
-        "lr_milestones": [3, 5],
-        "data_root": "/d/1e3",
-    }
+    """--set values are typed by cil_core with the rest of the trial's options."""
+    values = parse_set_items(["lr=0.05", "dgr.dakd=false", "lr_milestones=[3, 5]", "data_root=/d/1e3"])
+    config = expand(load_sweep_text(GOOD, "x.yaml"), set_values=values)[0].config
+    assert (config["lr"], config["lr_milestones"], config["data_root"]) == (0.05, [3, 5], "/d/1e3")
+    assert config["options"]["dgr"]["dakd"] is False
     assert parse_resources("gpu=0.5,cpu=2") == {"gpu": 0.5, "cpu": 2.0}
 
 

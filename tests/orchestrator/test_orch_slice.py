@@ -9,8 +9,9 @@ from conftest import write_sweep
 
 from orchestrator.cli import main
 from orchestrator.errors import SweepError
-from orchestrator.slice import parse_only, select
-from orchestrator.sweep import expand, load_sweep
+from orchestrator.trials import parse_only, select
+from orchestrator.sweep import load_sweep
+from orchestrator.trials import expand
 
 SWEEP = """
 name: slice
@@ -31,7 +32,7 @@ def test_parse_and_select_by_every_axis(tmp_path):
     assert len(trials) == 24
     assert parse_only(["split=10/2,5-4", "seed=0"]) == {"split": {"10/2", "5/4"}, "seed": {"0"}}
     chosen = select(trials, parse_only(["seed=0", "split=10/2", "approach=dgr"]))
-    assert [(t.config["scenario"], t.config["seed"], t.row) for t in chosen] == [("lt", 0, "dgr"), ("ltio", 0, "dgr")]
+    assert [(t.config["scenario"], t.config["seed"], t.variant) for t in chosen] == [("lt", 0, "dgr"), ("ltio", 0, "dgr")]
     assert len(select(trials, parse_only(["scenario=ltio"]))) == 12
     assert select(trials, {}) == trials
 
@@ -49,11 +50,11 @@ def test_bad_slices_are_refused(tmp_path, items, fragment):
 
 def test_dry_run_lists_only_the_slice(tmp_path, capsys):
     path = write_sweep(tmp_path, SWEEP)
-    code = main([str(path), "--dry-run", "--skip-cil-check", "--results", str(tmp_path / "r"), "--only", "seed=1", "--only", "approach=finetune"])
+    code = main([str(path), "--dry-run", "--results", str(tmp_path / "r"), "--only", "seed=1", "--only", "approach=finetune"])
     out = capsys.readouterr().out
     assert code == 0
     assert "sweep slice: 4 trials" in out and "seed      1 4" in out
-    code = main([str(path), "--dry-run", "--skip-cil-check", "--only", "seed=9"])
+    code = main([str(path), "--dry-run", "--only", "seed=9"])
     assert code == 2 and "matches none" in capsys.readouterr().err
 
 

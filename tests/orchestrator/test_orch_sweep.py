@@ -7,7 +7,9 @@ import re
 from conftest import REPO
 
 from orchestrator.cli import main
-from orchestrator.sweep import axis_counts, canonical_json, expand, load_sweep, load_sweep_text, trial_id
+from cil_core.config import fingerprint
+from orchestrator.sweep import load_sweep, load_sweep_text
+from orchestrator.trials import axis_counts, expand, resolve, trial_id
 
 BASE = """
 name: t
@@ -15,25 +17,49 @@ defaults: {epochs: 1, lr: 0.1, device: cpu, dgr.kd_base: 0.5}
 grid:
   dataset: [synthetic, digits]
   scenario: [lt, ltio]
-  split: [[5, 2], [10, 2]]
+  split: [[5, 2], [8, 2]]
   approach: [dgr, finetune, {name: dgr-noDAKD, approach: dgr, set: {dgr.dakd: false}}]
   seed: [0, 1]
 """
 
 
-def test_ids_are_content_hashes_of_the_semantic_config():
+def test_ids_are_the_resolved_configs_fingerprint():
+    """The id ends with cil_core's fingerprint of the resolved config (what result.json records)."""
     config = {"dataset": "synthetic", "approach": "dgr", "scenario": "lt", "initial_classes": 5, "total_tasks": 2, "seed": 0, "lr": 0.1}
-    tid = trial_id(config)
-    assert re.fullmatch(r"dgr_synthetic_lt_5-2_s0_[0-9a-f]{10}", tid)
-    # key order, option spelling, integral floats and non-semantic keys do not matter
-    same = {"lr": 0.1, "seed": 0, "total_tasks": 2.0, "initial_classes": 5, "scenario": "lt", "approach": "dgr", "dataset": "synthetic"}
-    assert trial_id({**same, "out": "/x", "data_root": "/d", "device": "cuda", "num_workers": 4}) == tid
-    assert trial_id({**config, "dgr.dakd": False}) == trial_id({**config, "options": {"dgr": {"dakd": False}}})
-    assert trial_id({**config, "finetune.x": 1}) == tid  # another approach's option does nothing
+    resolved = resolve(config)
+    tid = trial_id(resolved)
+    assert re.fullmatch(r"dgr_synthetic_lt_5-2_s0_[0-9a-f]{16}", tid)
+    assert tid.endswith(fingerprint(resolved))
+    # key order, option spelling, integral floats, strings, non-semantic keys and restated defaults do not matter
+    same = {"lr": "0.1", "seed": 0, "total_tasks": 2.0, "initial_classes": 5, "scenario": "lt", "approach": "DGR", "dataset": "synthetic"}
+    assert trial_id(resolve({**same, "out": "/x", "data_root": "/d", "device": "cuda", "num_workers": 4})) == tid
+    defaults = {"epochs": 2, "batch_size": 64, "lr_milestones": [], "weight_decay": 5e-4, "dgr.kd_base": 0.7, "dgr.dakd": True, "backbone": "convnet"}
+    assert trial_id(resolve({**config, **defaults})) == tid
+    assert trial_id(resolve({**config, "dgr.dakd": False})) == trial_id(resolve({**config, "options": {"dgr": {"dakd": False}}}))
+    assert trial_id(resolve({**config, "lwf.lamb": 3})) == tid  # another approach's option does nothing
     # anything that changes the computation changes the id
-    for change in ({"lr": 0.05}, {"seed": 1}, {"dgr.dakd": False}, {"epochs": 3}):
-        assert trial_id({**config, **change}) != tid
-    assert "out" not in canonical_json({**config, "out": "/x"})
+    for change in ({"lr": 0.05}, {"seed": 1}, {"dgr.dakd": False}, {"epochs": 3}, {"batch_size": 32}, {"lt_seed": 1}, {"rho": 50}):
+        assert trial_id(resolve({**config, **change})) != tid, change
+
+
+def test_restating_a_default_changes_no_id_of_quickstart(capsys):
+    """``--set KEY=<its resolved default>``: 0 new ids of quickstart's 96; a real change: 96 of 96."""
+    sweep = load_sweep(REPO / "sweeps" / "quickstart.yaml")
+    plain = {t.id for t in expand(sweep)}
+    assert len(plain) == 96
+    for restated in ({"lr": "0.1"}, {"epochs": "20"}, {"lr_milestones": "15"}, {"batch_size": "32"}, {"lucir.lamb_base": "5"}):
+        assert {t.id for t in expand(sweep, set_values=restated)} == plain, restated
+    assert not {t.id for t in expand(sweep, set_values={"lr": "0.05"})} & plain
+    lucir = {t.id for t in expand(sweep, set_values={"lucir.lamb_base": "10"})} - plain
+    assert len(lucir) == 8 and all(i.startswith("lucir_digits") for i in lucir)  # only plain LUCIR reads lucir.*
+
+
+def test_data_set_dependent_option_defaults_are_resolved_into_the_config():
+    """LUCIR's lamb_base: 5 on CIFAR-like data, 10 on ImageNet-like (written out, not None)."""
+    base = {"approach": "lucir", "scenario": "lt", "initial_classes": 50, "total_tasks": 6}
+    assert resolve({**base, "dataset": "cifar100"}).options["lucir"]["lamb_base"] == 5.0
+    assert resolve({**base, "dataset": "imagenet_subset"}).options["lucir"]["lamb_base"] == 10.0
+    assert resolve({**base, "dataset": "imagenet_subset", "lucir.lamb_base": 3}).options["lucir"]["lamb_base"] == 3.0
 
 
 def test_expansion_is_stable_and_ordered():
@@ -42,13 +68,13 @@ def test_expansion_is_stable_and_ordered():
     assert [t.id for t in a] == [t.id for t in b]
     assert len(a) == 2 * 2 * 2 * 3 * 2
     assert len({t.id for t in a}) == len(a)
-    assert [t.row for t in a[:6:2]] == ["dgr", "finetune", "dgr-noDAKD"]
+    assert [t.variant for t in a[:6:2]] == ["dgr", "finetune", "dgr-noDAKD"]
     first = a[0]
-    assert first.config["options"] == {"dgr": {"kd_base": 0.5}}
-    variant = next(t for t in a if t.row == "dgr-noDAKD")
-    assert variant.config["options"] == {"dgr": {"dakd": False, "kd_base": 0.5}}
-    finetune = next(t for t in a if t.row == "finetune")
-    assert "options" not in finetune.config  # dgr's option is dropped for finetune
+    assert first.config["options"]["dgr"]["kd_base"] == 0.5 and first.config["options"]["dgr"]["dakd"] is True
+    variant = next(t for t in a if t.variant == "dgr-noDAKD")
+    assert variant.config["options"]["dgr"] == {**first.config["options"]["dgr"], "dakd": False}
+    finetune = next(t for t in a if t.variant == "finetune")
+    assert finetune.config["options"] == {"finetune": {}}  # dgr's option is dropped for finetune
 
 
 def test_precedence_and_resources_and_hours():
@@ -63,7 +89,7 @@ overrides:
 resources: {gpu: 0, cpu: 1}
 """
     trials = expand(load_sweep_text(text, "x.yaml"), set_values={"epochs": 5, "data_root": "rel/dir"})
-    pick = {(t.dataset, t.row, t.seed, t.scenario, t.split): t for t in trials}
+    pick = {(t.dataset, t.variant, t.seed, t.scenario, t.split): t for t in trials}
     t = pick[("digits", "dgr", 0, "lt", (5, 2))]
     assert t.config["lr"] == 0.3 and t.config["epochs"] == 5  # approach > data set; --set > all
     assert t.resources == {"gpu": 0.5, "cpu": 2.0} and t.hours == 2.0
@@ -77,14 +103,14 @@ resources: {gpu: 0, cpu: 1}
 def test_exclude_and_include():
     text = BASE + """
 exclude:
-  - {dataset: digits, split: [10, 2]}
+  - {dataset: digits, split: [8, 2]}
   - {approach: dgr-noDAKD, scenario: ltio}
 include:
   - {dataset: digits, scenario: lt, split: [[4, 4]], approach: [finetune]}
 """
     trials = expand(load_sweep_text(text, "x.yaml"))
-    keys = {(t.dataset, t.scenario, t.split, t.row) for t in trials}
-    assert ("digits", "lt", (10, 2), "dgr") not in keys
+    keys = {(t.dataset, t.scenario, t.split, t.variant) for t in trials}
+    assert ("digits", "lt", (8, 2), "dgr") not in keys
     assert ("synthetic", "ltio", (5, 2), "dgr-noDAKD") not in keys
     assert ("synthetic", "lt", (5, 2), "dgr-noDAKD") in keys
     assert ("digits", "lt", (4, 4), "finetune") in keys and ("digits", "lt", (4, 4), "dgr") not in keys
@@ -137,13 +163,13 @@ def test_other_sweep_files_expand(capsys, tmp_path):
         trials = expand(sweep, set_values={"data_root": str(tmp_path)} if sweep.requires else None)
         assert len(trials) == count, name
         expanded[name] = trials
-    ablation = {t.row: t for t in expanded["tinyimagenet_dgr_ablation"] if t.scenario == "ltio"}
-    assert ablation["dgr-noDAKD"].config["options"] == {"dgr": {"dakd": False}}
-    assert ablation["dgr-kd0.07"].config["options"] == {"dgr": {"kd_base": 0.07}}
-    assert "options" not in ablation["dgr"].config
+    ablation = {t.variant: t for t in expanded["tinyimagenet_dgr_ablation"] if t.scenario == "ltio"}
+    dgr = ablation["dgr"].config["options"]["dgr"]
+    assert ablation["dgr-noDAKD"].config["options"]["dgr"] == {**dgr, "dakd": False}
+    assert ablation["dgr-kd0.07"].config["options"]["dgr"] == {**dgr, "kd_base": 0.07}
     assert len({t.id for t in expanded["tinyimagenet_dgr_ablation"]}) == 28
     assert {t.resources["gpu"] for t in expanded["quickstart"]} == {0.0}
     search = load_sweep(REPO / "sweeps" / "search_dgr.yaml").search
     assert search is not None and set(search.space) == {"dgr.kd_base", "lr"} and search.searcher == "optuna"
-    code = main([str(REPO / "sweeps" / "search_dgr.yaml"), "--dry-run", "--skip-cil-check", "--results", str(tmp_path / "r")])
+    code = main([str(REPO / "sweeps" / "search_dgr.yaml"), "--dry-run", "--results", str(tmp_path / "r")])
     assert code == 0 and "x 24 samples (optuna search over dgr.kd_base, lr)" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The orchestrator imports no torch (and no Ray) to expand, dry-run, report or show status."""
+"""The orchestrator imports no torch (and no Ray) to expand, resolve every trial with cil_core, dry-run, report or show status."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def test_import_dry_run_report_and_status_leave_torch_unimported(tmp_path):
         f"""
         import json, sys
         import orchestrator
-        from orchestrator import aggregate, cli, plots, report, schema, status, sweep, tables, tune_runner, trainable, validate
+        from orchestrator import aggregate, cli, plots, report, schema, status, sweep, tables, trials, tune_runner, trainable
         from orchestrator.cli import main
         rcs = [
             main([{str(REPO / "sweeps" / "paper_table.yaml")!r}, "--dry-run", "--results", {str(tmp_path / "dry")!r}]),

@@ -11,26 +11,18 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SYNTHETIC_DEFAULTS, fake_result
+from conftest import SYNTHETIC_DEFAULTS
 
 from orchestrator.cli import main
 from orchestrator.status import collect, format_status, trial_status
 from orchestrator.store import Store, trial_rel
-from orchestrator.sweep import TrialSpec, normalise_config, trial_id
 from orchestrator.trainable import PermanentTrialFailure, run_trial
-
-
-@pytest.fixture(autouse=True)
-def _restore_cuda_env(monkeypatch):
-    """run_trial pins CUDA_VISIBLE_DEVICES in its process (here, pytest's): undo it after."""
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES", "0"))
+from orchestrator.trials import TrialSpec, resolve, trial_id
 
 
 def spec_for(**extra) -> TrialSpec:
-    config = normalise_config(
-        {"dataset": "synthetic", "approach": "finetune", "scenario": "lt", "initial_classes": 10, "total_tasks": 2, "seed": 0, **SYNTHETIC_DEFAULTS, **extra}
-    )
-    return TrialSpec(id=trial_id(config), row=config["approach"], config=config, resources={"gpu": 0.0, "cpu": 1.0})
+    config = resolve({"dataset": "synthetic", "approach": "finetune", "scenario": "lt", "initial_classes": 10, "total_tasks": 2, "seed": 0, **SYNTHETIC_DEFAULTS, **extra})
+    return TrialSpec(id=trial_id(config), variant=config.approach, config=config.to_dict(), resources={"gpu": 0.0, "cpu": 1.0})
 
 
 def call(store: Store, spec: TrialSpec, runner: str | None = None) -> list[dict]:
@@ -39,37 +31,41 @@ def call(store: Store, spec: TrialSpec, runner: str | None = None) -> list[dict]
     return reports
 
 
-def fake_flaky(config, report=None):
-    """Fails its first attempt (a transient error), then finishes."""
-    out = Path(config["out"])
-    marker = out / "flaky-marker"
-    for task in range(int(config["total_tasks"])):
-        if task == 1 and not marker.exists():
+def flaky_cil_core(config, report=None):
+    """The real ``cil_core.run_experiment``, whose first attempt dies (a transient error)
+    right after task 0 finished and was checkpointed."""
+    from cil_core import run_experiment
+
+    marker = Path(config["out"]) / "flaky-marker"
+
+    def on_task(metrics):
+        report(metrics)
+        if metrics["task"] == 0 and not marker.exists():
             marker.write_text("failed once")
             print("about to fail", file=sys.stderr)
             raise RuntimeError("simulated node failure")
-        report({"task": task, "num_tasks": config["total_tasks"], "acc_seen": 50.0, "task_avg_acc": 50.0, "avg_incremental_accuracy_so_far": 50.0, "restored": False})
-    result = fake_result(config, avg=50.0, last=40.0)
-    (out / "result.json").write_text(json.dumps(result))
-    return result
+
+    return run_experiment(config, report=on_task)
 
 
-def test_real_run_writes_its_files_and_reports_each_task(tmp_path, monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # a GPU-less trial must not see it
+def _events(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "attempts.jsonl").read_text().splitlines()]
+
+
+def test_real_run_writes_its_files_and_reports_each_task(tmp_path):
     store = Store(tmp_path / "results")
     spec = spec_for()
     reports = call(store, spec)
     folder = store.local(trial_rel(spec.id))
     names = {p.name for p in folder.iterdir()}
-    assert {"trial.json", "env.json", "progress.json", "attempts.jsonl", "stdout.log", "stderr.log", "config.json", "log.jsonl", "checkpoints", "result.json"} <= names
-    env = json.loads((folder / "env.json").read_text())
-    assert env["CUDA_VISIBLE_DEVICES"] == "" and env["cuda_available"] is False
-    assert env["torch"] and env["cil_core"] and "sha" in env["git"] and env["driver"] == {"host": "test"}
+    assert {"trial.json", "attempts.jsonl", "stdout.log", "stderr.log", "config.json", "log.jsonl", "checkpoints", "result.json"} <= names
     result = json.loads((folder / "result.json").read_text())
+    assert result["device"] == "cpu" and result["versions"] and "git_sha" in result  # a GPU-less trial; result.json records the rest
+    assert spec.id.endswith(result["fingerprint"]) and result["config"]["options"] == spec.config["options"]  # the config ran as resolved
     assert [r["task"] for r in reports] == [0, 1]  # the last task's step is the final report
     assert reports[-1]["final"] and reports[-1]["avg_incremental_accuracy"] == result["avg_incremental_accuracy"]
     assert reports[0]["avg_incremental_accuracy"] == reports[0]["avg_incremental_accuracy_so_far"]
-    assert json.loads((folder / "progress.json").read_text())["state"] == "finished"
+    assert [(e["event"], e.get("outcome")) for e in _events(folder)] == [("start", None), ("end", "finished")]
     assert "task 1" in (folder / "stderr.log").read_text()  # cil_core's log lines land in the trial's stderr.log
     assert json.loads((folder / "trial.json").read_text())["id"] == spec.id
     # called again: nothing is trained, the finished result is reported once
@@ -108,43 +104,61 @@ def test_diverged_trial_fails_permanently_and_is_not_retrained(tmp_path, capsys)
     assert f"--- {spec.id} failed (permanent, diverged)" in out
 
 
-def test_transient_failure_is_recorded_then_retried_from_the_files(tmp_path):
+def test_transient_failure_is_recorded_then_retried_with_cil_cores_own_resume(tmp_path):
+    """The retry resumes from task 0's checkpoint (task 0 is not trained again) and ends with
+    the result of an uninterrupted run."""
     store = Store(tmp_path / "results")
-    spec = spec_for()
-    runner = f"{__name__}:fake_flaky"
+    spec = spec_for(initial_classes=10, total_tasks=3)
+    runner = f"{__name__}:flaky_cil_core"
     with pytest.raises(RuntimeError, match="simulated node failure"):
         call(store, spec, runner)
     status = trial_status(store, spec, tail_lines=5)
     assert (status.state, status.permanent, status.failure_kind, status.task) == ("failed", False, "error", 0)
     assert status.stderr_tail[-1] == "about to fail"
     reports = call(store, spec, runner)
-    assert reports[-1]["final"]
+    assert reports[-1]["final"] and [r["task"] for r in reports] == [0, 1, 2]
+    assert reports[0]["restored"] and not reports[1]["restored"]  # task 0 came from its checkpoint
     folder = store.local(trial_rel(spec.id))
+    epochs = [(r["task"], r["epoch"]) for r in map(json.loads, (folder / "log.jsonl").read_text().splitlines())]
+    assert epochs.count((0, 0)) == 1 and epochs.count((1, 0)) == 1  # task 0 trained once, by the first attempt
+    assert "resumed after task 0" in (folder / "stderr.log").read_text()
     assert not (folder / "failed.json").exists()
-    assert (folder / "attempts.jsonl").read_text().count('"event": "start"') == 2
+    assert [e["outcome"] for e in _events(folder) if e["event"] == "end"] == ["failed:error", "finished"]
     assert trial_status(store, spec).state == "done"
+    uninterrupted = call(Store(tmp_path / "reference"), spec)
+    result = json.loads((folder / "result.json").read_text())
+    reference = json.loads((Store(tmp_path / "reference").local(trial_rel(spec.id)) / "result.json").read_text())
+    assert uninterrupted[-1]["final"]
+    for key in ("acc_matrix", "avg_incremental_accuracy", "per_class_acc", "fingerprint"):
+        assert result[key] == reference[key], key
 
 
 def test_status_tells_running_interrupted_pending_and_who_holds_the_lock(tmp_path):
+    """An attempt that started and never ended is running while an orchestrator holds the
+    lock, interrupted once none does; the task is the last checkpoint's."""
+    import socket
+
     store = Store(tmp_path / "results")
     specs = [spec_for(seed=s) for s in range(4)]
     store.write_json("sweep.json", {"name": "t", "trials": [s.to_json() for s in specs]})
+    start = json.dumps({"event": "start", "attempt": 1, "host": socket.gethostname(), "pid": 1})
+    for spec in specs[:2]:
+        store.write_text(trial_rel(spec.id, "attempts.jsonl"), start + "\n")
+        store.write_bytes(trial_rel(spec.id, "checkpoints/task_000.pt"), b"x")
+    store.write_text(trial_rel(specs[1].id, "attempts.jsonl"), start + "\n" + json.dumps({"event": "end", "outcome": "stopped"}) + "\n")
+    store.write_json(trial_rel(specs[2].id, "result.json"), {"status": "finished"})
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    import socket
-
     now = time.time()
-    base = {"host": socket.gethostname(), "task": 0, "num_tasks": 2, "heartbeat": now}
-    store.write_json(trial_rel(specs[0].id, "progress.json"), {**base, "state": "running", "pid": os.getpid()})
-    store.write_json(trial_rel(specs[1].id, "progress.json"), {**base, "state": "running", "pid": dead.pid})
-    store.write_json(trial_rel(specs[2].id, "result.json"), {"status": "finished"})
-    store.write_json(".orchestrator.lock", {"pid": dead.pid, "host": socket.gethostname(), "started": now})
-    states = [s.state for s in collect(store)]
-    assert states == ["running", "interrupted", "done", "pending"]
+    store.write_json(".orchestrator.lock", {"pid": os.getpid(), "host": socket.gethostname(), "started": now})
+    assert [s.state for s in collect(store)] == ["running", "stopped", "done", "pending"]
     text = format_status(store, collect(store))
-    assert "4 trials: 1 done, 1 running, 1 pending, 0 stopped, 1 interrupted, 0 failed" in text
-    assert f"orchestrator: pid {dead.pid}" in text and "stale lock" in text
+    assert "4 trials: 1 done, 1 running, 1 pending, 1 stopped, 0 interrupted, 0 failed" in text
     assert f"{specs[0].id}  running" in text and "1/2" in text
+    store.write_json(".orchestrator.lock", {"pid": dead.pid, "host": socket.gethostname(), "started": now})
+    assert [s.state for s in collect(store)] == ["interrupted", "stopped", "done", "pending"]
+    text = format_status(store, collect(store))
+    assert f"orchestrator: pid {dead.pid}" in text and "stale lock" in text
 
 
 def test_corrupt_checkpoint_of_an_interrupted_trial_is_trained_again_not_a_crash_loop(tmp_path):

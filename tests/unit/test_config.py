@@ -67,3 +67,28 @@ def test_impossible_splits_are_refused(values, fragment):
 def test_set_item_without_equals():
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         parse_set_items(["dgr.dakd"])
+
+
+def test_fingerprints_by_seed_equal_the_fingerprint_of_each_seeds_config():
+    import dataclasses
+
+    from cil_core.config import fingerprint, fingerprints_by_seed
+
+    cfg = resolve_config(build_config({**BASE, "dataset": "digits", "initial_classes": 4, "total_tasks": 4, "lr": "0.05"}))
+    of = fingerprints_by_seed(cfg)
+    for seed in (0, 1, 7, 123456):
+        assert of(seed) == fingerprint(dataclasses.replace(cfg, seed=seed))
+    assert len({of(s) for s in range(100)}) == 100
+
+
+def test_config_resolution_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from cil_core.config import build_config, resolve_config, fingerprint; "
+        "c = resolve_config(build_config(dict(dataset='cifar100', approach='lucir_2stage', scenario='lt', initial_classes=50, total_tasks=6))); "
+        "print(fingerprint(c), c.options['lucir_2stage']['lamb_base'], 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[1:] == ["5.0", "False"]

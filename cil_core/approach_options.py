@@ -1,0 +1,274 @@
+"""Every approach's options: frozen dataclasses whose defaults cite the paper (no torch here).
+
+They live apart from the approaches (``cil_core/methods``, which need torch) so that a config
+is resolved and checked without torch: the orchestrator's driver resolves every trial's config
+up front. Each approach module binds its ``Options`` from here; :data:`APPROACH_OPTIONS` maps
+every registered approach name (wrapper variants included) to its class, and a test checks it
+against the method registry.
+
+A default that depends on the data set (LUCIR's ``lamb_base``) is written ``None`` here and
+filled by the class's ``resolve_defaults(dataset, approach)``, which
+:func:`cil_core.config.resolve_config` calls, so ``config.json`` records the value that ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """An approach without options of its own."""
+
+
+@dataclass(frozen=True)
+class BiCOptions:
+    # Sec. 6.2: "The temperature scalar T in Eq. 1 is set to 2 by following [13,2]."
+    temperature: float = 2.0
+    # Sec. 3: lambda = n / (n + m) for n old and m new classes (None); a number x instead gives
+    # CE + x * KD (FACIL's ``--lamb``).
+    lamb: float | None = None
+    # Sec. 6.1: "the ratio of train/validation split on the exemplars is 9:1" (2 of 20).
+    val_per_class: int = 2
+    # The reference code trains the bias layer epochs_per_eval=100 x epoch_val_times=2 = 200
+    # epochs (FACIL's ``--num-bias-epochs``), SGD with momentum 0.9, no weight decay.
+    bias_epochs: int = 200
+    # Bias-layer learning rate; None: the run's lr (FACIL: ``SGD(lr=self.lr, momentum=0.9)``).
+    bias_lr: float | None = None
+    # The reference code adds 0.1 * beta^2 / 2 to the bias-correction loss.
+    beta_l2: float = 0.1
+
+
+@dataclass(frozen=True)
+class DGROptions:
+    # Ablation switches (METHOD.md: "Ablations worth exposing").
+    dakd: bool = True  # False: plain KD on the old logits instead of DAKD
+    inter_phase: bool = True  # False: r_old = r_new = 1
+    intra_phase: bool = True  # False: alpha_c = 1
+    attenuation: bool = True  # False: gamma = 1
+    logit_adjust: bool = True  # False: plain CE instead of CE(z + log pi)
+    # "T = 2" and "beta = 0.7 * sqrt(N_seen / N_new)" (METHOD.md 2.4); ``kd_base`` is the 0.7,
+    # the loss-balance constant a search may tune.
+    temperature: float = 2.0
+    kd_base: float = 0.7
+
+
+@dataclass(frozen=True)
+class EEILOptions:
+    # EEIL p. 6: "Based on our empirical results, we set T to 2 for all our experiments".
+    temperature: float = 2.0
+    # Eq. 1 adds the distillation terms unweighted (FACIL's ``--lamb`` default 1).
+    lamb: float = 1.0
+    # The paper's CIFAR-100 protocol: 40 epochs per incremental step, then 30 epochs of
+    # balanced fine-tuning; None scales that to this run (0.75 x the main phase's epochs).
+    finetune_epochs: int | None = None
+    # Implementation details: "The same reduction is used in the case of fine-tuning, except that the
+    # starting rate is 0.01" (main phase 0.1), i.e. the run's lr x 0.1, divided by 10 after
+    # each third of the stage ("every 10 epochs" of 30).
+    finetune_lr_factor: float = 0.1
+    # Balanced fine-tuning: a temporary distillation loss on the new classes' classification
+    # layer keeps what the unbalanced step learnt about them.
+    finetune_new_kd: bool = True
+
+
+@dataclass(frozen=True)
+class ICaRLOptions:
+    # Alg. 1 "iCaRL classify": nearest-mean-of-exemplars; "cnn" reports the network's outputs.
+    classifier: str = "nme"
+    # Class means over each exemplar and its horizontal flip (FACIL's and PyCIL's iCaRL).
+    flip_means: bool = True
+
+    def __post_init__(self) -> None:
+        if self.classifier not in ("nme", "cnn"):
+            raise ConfigError(f"icarl.classifier must be 'nme' or 'cnn', got {self.classifier!r}")
+
+
+@dataclass(frozen=True)
+class JointOptions:
+    # The issue's table: "all data seen so far, retrained each task".
+    reinit: bool = True
+
+
+@dataclass(frozen=True)
+class LwFOptions:
+    # LwF: the knowledge-distillation loss uses temperature T = 2, as Hinton et al. recommend.
+    temperature: float = 2.0
+    # LwF: the loss-balance weight lambda_o is 1 in most of its experiments (FACIL: --lamb 1).
+    lamb: float = 1.0
+    # The LT-CIL comparison gives every method 20 exemplars per class; the paper has none.
+    exemplars: bool = True
+
+
+@dataclass(frozen=True)
+class PODNetOptions:
+    # Reference config ``podnet_cnn_cifar100.yaml``: ``proxy_per_class: 10`` (the paper's K = 10).
+    proxies: int = 10
+    # Reference config: ``nca: margin: 0.6, exclude_pos_denominator: true`` (see the module
+    # docstring for where the margin is applied).
+    nca_margin: float = 0.6
+    # Reference config: ``pod_spatial: scheduled_factor: 3.0`` and ``pod_flat: scheduled_factor: 1.0``
+    # (each multiplied by sqrt(n_seen / n_new)).
+    pod_spatial: float = 3.0
+    pod_flat: float = 1.0
+    # "nca" (the paper's LSC loss) or "ce" (softmax cross-entropy on the scaled similarities,
+    # the reference's ``lscCE`` ablation).
+    classifier_loss: str = "nca"
+    # Reference config ``groupwise_factors: old_weights: 0.``: old classes' proxies do not learn.
+    freeze_old: bool = True
+
+    def __post_init__(self) -> None:
+        if self.classifier_loss not in ("nca", "ce"):
+            raise ConfigError(f"podnet.classifier_loss must be 'nca' or 'ce', got {self.classifier_loss!r}")
+        if self.proxies < 1:
+            raise ConfigError(f"podnet.proxies must be at least 1, got {self.proxies}")
+
+
+@dataclass(frozen=True)
+class LUCIROptions:
+    # Sec. 4.1: "lambda base is set to 5 for CIFAR100 and 10 for ImageNet"; None picks 5 for
+    # 32x32-style data sets and 10 for the ImageNet-like ones (augment family "imagenet").
+    lamb_base: float | None = None
+    # Eq. 7: lambda = lambda_base * sqrt(|C_old| / |C_new|).
+    adaptive_lambda: bool = True
+    # Sec. 4.1: "K is set to 2" (hard negatives among the new classes).
+    K: int = 2
+    # Sec. 4.1: "m is set to 0.5 for all experiments".
+    margin: float = 0.5
+    # The weight of the margin ranking loss, 1 in the official code (``--lw_mr 1``).
+    lamb_mr: float = 1.0
+    # Ablation switches (the LT-CIL code's --remove-less-forget / --remove-margin-ranking).
+    less_forget: bool = True
+    margin_ranking: bool = True
+    # The official code's ``--imprint_weights`` (new rows = normalised class-mean features,
+    # scaled to the old rows' mean norm); off in the LT-CIL benchmark's LUCIR.
+    imprint: bool = False
+    # Class-balanced fine-tuning (official ``cbf_`` script: ``--cb_finetune --ft_epochs 20
+    # --ft_base_lr 0.01 --ft_lr_strat 10``, ``ft_flag 2``: old and new weights learn, the feature
+    # extractor and its BatchNorm statistics stay fixed). 0: off, as in the LT-CIL benchmark.
+    cbf_epochs: int = 0
+    cbf_lr: float = 0.01
+
+    def resolve_defaults(self, dataset: Any, approach: str) -> "LUCIROptions":
+        """``lamb_base`` None -> the paper's value for the data set's family (5 CIFAR-like, 10 ImageNet-like)."""
+        if self.lamb_base is not None:
+            return self
+        family = getattr(dataset, "augment_family", "cifar")
+        return dataclasses.replace(self, lamb_base=10.0 if family == "imagenet" else 5.0)
+
+
+@dataclass(frozen=True)
+class GVAlignOptions:
+    # Stage 1. ``mixup_data(images, targets)`` with its default ``alpha=1.0``: lam ~ Beta(1, 1).
+    mixup_alpha: float = 1.0
+    # ``loss = loss_criterion; loss += loss_mix``: the mixup term unweighted; 0 turns stage 1's
+    # mixup off (the model then sees the original batch only).
+    mixup_weight: float = 1.0
+    # Stage 2. ``for e in range(100): ... classifier_tune(...)``: one SGD step per "epoch".
+    align_steps: int = 100
+    # ``samples = distrib.rsample()``: one pseudo-feature per class and step.
+    align_samples_per_class: int = 1
+    # ``lr = 0.1`` then ``torch.optim.SGD(heads.parameters(), lr=lr, weight_decay=self.wd,
+    # momentum=self.momentum)``: a fixed 0.1, the run's weight decay and momentum.
+    align_lr: float = 0.1
+    # Steps after which the alignment lr is multiplied by the run's lr_gamma (the code reuses
+    # the main phase's ``schedule_step``: none within 100 steps for CIFAR-100, 30 and 60 for
+    # ImageNet-Subset).
+    align_milestones: tuple[int, ...] = ()
+    # ``protosave(self.model, trn_loader, ...)``: the prototypes and the covariance come from the
+    # training loader, i.e. from augmented views; false: from the un-augmented images.
+    prototype_augment: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "align_milestones", tuple(int(m) for m in self.align_milestones))
+        if self.mixup_alpha < 0:
+            raise ConfigError(f"gvalign: mixup_alpha must be >= 0 (0: no mixing), got {self.mixup_alpha}")
+        if self.align_steps < 0:
+            raise ConfigError(f"gvalign: align_steps must be >= 0 (0: no alignment), got {self.align_steps}")
+        if self.align_samples_per_class < 1:
+            raise ConfigError(f"gvalign: align_samples_per_class must be at least 1, got {self.align_samples_per_class}")
+        super_post_init = getattr(super(), "__post_init__", None)
+        if super_post_init is not None:
+            super_post_init()
+
+
+@dataclass(frozen=True)
+class TwoStageOptions:
+    # LT-CIL code: ``self.stage2epoch = 30``.
+    stage2_epochs: int = 30
+    # LT-CIL code, ``adjust_learning_rate_stage_2``: the LWS parameters' group runs at
+    # ``(1 / lr_factor) * lr`` with lr_factor 10, cosine-annealed from the run's lr to 0.
+    stage2_lr_factor: float = 0.1
+    # "las" (label-aware smoothing, the paper) or "ce" (what the public code computes).
+    stage2_loss: str = "las"
+    # MiSLAS's CIFAR-100-LT (rho = 100) stage-2 config: ``smooth_head: 0.4``, ``smooth_tail: 0.1``,
+    # concave shape (MiSLAS's default).
+    smooth_head: float = 0.4
+    smooth_tail: float = 0.1
+    smooth_shape: str = "concave"
+
+    def __post_init__(self) -> None:
+        if self.stage2_loss not in ("las", "ce"):
+            raise ConfigError(f"stage2_loss must be 'las' or 'ce', got {self.stage2_loss!r}")
+        if self.smooth_shape not in ("concave", "linear", "convex"):
+            raise ConfigError(f"smooth_shape must be concave, linear or convex, got {self.smooth_shape!r}")
+        super_post_init = getattr(super(), "__post_init__", None)
+        if super_post_init is not None:
+            super_post_init()
+
+
+def variant_options(base: type, extra: type, class_name: str) -> type:
+    """A wrapper approach's options: ``extra``'s fields plus its base approach's."""
+    cls = dataclasses.make_dataclass(f"{class_name}Options", [], bases=(extra, base), frozen=True)
+    cls.__module__ = __name__
+    return cls
+
+
+_BASES: dict[str, type] = {
+    "bic": BiCOptions,
+    "dgr": DGROptions,
+    "eeil": EEILOptions,
+    "finetune": NoOptions,
+    "icarl": ICaRLOptions,
+    "joint": JointOptions,
+    "lucir": LUCIROptions,
+    "lwf": LwFOptions,
+    "podnet": PODNetOptions,
+}
+# name -> (base approach, extra options, class-name suffix): the wrapper approaches of
+# ``methods/two_stage.py`` and ``methods/gvalign.py``.
+VARIANTS: dict[str, tuple[str, type, str]] = {
+    "eeil_2stage": ("eeil", TwoStageOptions, "TwoStage"),
+    "lucir_2stage": ("lucir", TwoStageOptions, "TwoStage"),
+    "podnet_2stage": ("podnet", TwoStageOptions, "TwoStage"),
+    "lucir_gvalign": ("lucir", GVAlignOptions, "GVAlign"),
+    "podnet_gvalign": ("podnet", GVAlignOptions, "GVAlign"),
+}
+_CLASS_NAMES = {"eeil": "EEIL", "lucir": "LUCIR", "podnet": "PODNet"}
+
+APPROACH_OPTIONS: dict[str, type] = {
+    **_BASES,
+    **{
+        name: variant_options(_BASES[base], extra, _CLASS_NAMES[base] + suffix)
+        for name, (base, extra, suffix) in VARIANTS.items()
+    },
+}
+
+
+def approach_names() -> list[str]:
+    return sorted(APPROACH_OPTIONS)
+
+
+def canonical_approach(name: str) -> str:
+    """Approach names are case-insensitive (the paper's script says ``DGR``)."""
+    for known in APPROACH_OPTIONS:
+        if known.lower() == str(name).lower():
+            return known
+    raise ConfigError(f"unknown approach {name!r}; choose one of: {', '.join(approach_names())}")
+
+
+def options_class(approach: str) -> type:
+    return APPROACH_OPTIONS[canonical_approach(approach)]

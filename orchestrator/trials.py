@@ -1,0 +1,300 @@
+"""Grid cells -> resolved, checked trials whose id is ``cil_core``'s fingerprint (no Ray, no torch).
+
+Every trial's config is resolved here, in the driver, by ``cil_core.config`` itself
+(:func:`~cil_core.config.build_config` + :func:`~cil_core.config.resolve_config`), and the
+trial receives it as is. Its id is ``<approach>_<dataset>_<scenario>_<initial>-<tasks>_s<seed>_``
+followed by the resolved config's fingerprint (the hash ``result.json`` records), so
+restating a default changes no id, and an id changes exactly when what the trial computes
+changes. The id names the trial's folder, ``results/trials/<id>/``: a rerun recognises
+finished work even if the sweep file grew, shrank or was reordered.
+
+Resolution is lazy and done once per distinct config-without-seed (the seed only enters the
+hash), so a million-trial grid is checked and counted in bounded memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+from cil_core.approach_options import approach_names
+from cil_core.config import RunConfig, build_config, fingerprint, fingerprints_by_seed, resolve_config
+from cil_core.errors import UserError
+from cil_core.registry import dataset_names
+
+from . import schema
+from .errors import InvalidTrials, SweepError
+from .sweep import Cell, cells, option_blocks
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+AXES = ("dataset", "scenario", "split", "approach", "seed")  # what --only selects on
+SHOWN_PER_PROBLEM = 3  # trials named in one problem line; the rest are counted
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial: its resolved ``config`` (``RunConfig.to_dict()``), what it asks Ray for,
+    and ``variant``, the grid entry it came from (the table row: an approach or a named variant)."""
+
+    id: str
+    variant: str
+    config: dict[str, Any]
+    resources: dict[str, float]
+    hours: float | None = None
+    search: str | None = None  # the search group a sampled trial belongs to
+    params: dict[str, Any] = field(default_factory=dict)  # sampled search parameters
+    given: dict[str, Any] = field(default_factory=dict)  # a search's base: the options as written (samples re-resolve)
+
+    @property
+    def dataset(self) -> str:
+        return self.config["dataset"]
+
+    @property
+    def scenario(self) -> str:
+        return self.config["scenario"]
+
+    @property
+    def split(self) -> tuple[int, int]:
+        return (int(self.config["initial_classes"]), int(self.config["total_tasks"]))
+
+    @property
+    def approach(self) -> str:
+        return self.config["approach"]
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed", 0))
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "TrialSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values.setdefault("variant", data.get("row") or data["config"]["approach"])  # sweep.json of before the rename
+        return cls(**values)
+
+
+def id_prefix(config: Mapping[str, Any]) -> str:
+    c = config
+    return _SAFE.sub("-", f"{c['approach']}_{c['dataset']}_{c['scenario']}_{c['initial_classes']}-{c['total_tasks']}")
+
+
+def trial_id(config: RunConfig) -> str:
+    """The id of a trial running the resolved ``config``."""
+    return f"{id_prefix(config.to_dict())}_s{config.seed}_{fingerprint(config)}"
+
+
+def resolve(values: Mapping[str, Any]) -> RunConfig:
+    """A sweep's options (flat keys, ``APPROACH.OPTION``, axes) -> the resolved RunConfig."""
+    return resolve_config(build_config(values))
+
+
+# ----------------------------------------------------------------------------- resolving cells
+
+
+def _describe(cell: Cell) -> str:
+    a = cell.axes
+    return f"{a['dataset']} {a['scenario']} {a['initial_classes']}/{a['total_tasks']} {cell.variant.name}"
+
+
+class Resolver:
+    """Resolves each distinct config-without-seed once and remembers each problem."""
+
+    def __init__(self) -> None:
+        # id(cell.options) -> (that dict, {non-seed axes: resolved or the problem}): cells()
+        # shares one options dict among the cells it merged alike, so a lookup is cheap
+        self._cache: dict[int, tuple[dict, dict[tuple, Any]]] = {}
+        self.problems: dict[str, list[str]] = {}  # message -> cells it applies to
+        self.counts: Counter = Counter()
+
+    def __call__(self, cell: Cell) -> tuple[dict[str, Any], str, Callable[[int], str]] | None:
+        """``(resolved config, id prefix, seed -> fingerprint)``, or None for a cell that cannot run."""
+        entry = self._cache.get(id(cell.options))
+        if entry is None or entry[0] is not cell.options:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            entry = self._cache[id(cell.options)] = (cell.options, {})
+        a = cell.axes
+        key = (a["dataset"], a["scenario"], a["initial_classes"], a["total_tasks"], a["approach"])
+        if key not in entry[1]:
+            try:
+                config = resolve({**cell.options, **a, "seed": 0})
+                data = config.to_dict()
+                entry[1][key] = (data, id_prefix(data), fingerprints_by_seed(config))
+            except UserError as exc:
+                entry[1][key] = str(exc)
+            except Exception as exc:  # noqa: BLE001 - a cil_core bug must not look like a traceback here
+                entry[1][key] = f"{type(exc).__name__}: {exc}"
+        found = entry[1][key]
+        if isinstance(found, str):
+            self.counts[found] += 1
+            named = self.problems.setdefault(found, [])
+            if len(named) <= SHOWN_PER_PROBLEM and _describe(cell) not in named:
+                named.append(_describe(cell))
+            return None
+        return found
+
+    def raise_problems(self, where: str) -> None:
+        """One line per distinct problem, naming up to three of its trials (``InvalidTrials``)."""
+        if not self.problems:
+            return
+        lines = []
+        for message, named in self.problems.items():
+            names = ", ".join(named[:SHOWN_PER_PROBLEM]) + (", ..." if len(named) > SHOWN_PER_PROBLEM else "")
+            lines.append(f"{where}: {message} ({self.counts[message]} trials: {names})")
+        raise InvalidTrials(lines)
+
+
+def iter_trials(sweep: schema.Sweep, *, where: str = "<sweep>", set_values: Mapping[str, Any] | None = None,
+                resources: Mapping[str, float] | None = None, drop_approaches: Iterable[str] = ()) -> Iterator[TrialSpec]:
+    """The sweep's trials, lazily, in grid order; :class:`InvalidTrials` at the end if any
+    cell cannot be resolved (iterate to the end before trusting what came out)."""
+    resolver = Resolver()
+    for cell in cells(sweep, where=where, set_values=set_values, resources=resources, drop_approaches=drop_approaches):
+        found = resolver(cell)
+        if found is not None:
+            data, prefix, hash_of = found
+            seed = int(cell.axes["seed"])
+            yield TrialSpec(
+                id=f"{prefix}_s{seed}_{hash_of(seed)}",
+                variant=cell.variant.name,
+                config={**data, "seed": seed},
+                resources=cell.resources,
+                hours=cell.hours,
+                given={**cell.options, **cell.axes} if sweep.search is not None else {},
+            )
+    resolver.raise_problems(where)
+
+
+def expand(sweep: schema.Sweep, **kwargs: Any) -> list[TrialSpec]:
+    """Every trial of the sweep, checked (see :func:`iter_trials`)."""
+    return list(iter_trials(sweep, **kwargs))
+
+
+# ----------------------------------------------------------------------------- checks before Ray
+
+
+def check_sweep(sweep: schema.Sweep, *, where: str, set_values: Mapping[str, Any] | None = None) -> list[str]:
+    """Names and every option block against ``cil_core`` (first problem raised, located by
+    block and key); returns the approaches ``skip_missing_approaches`` leaves out."""
+    variants = sweep.grid.variants()
+    missing = _check_names(where, "grid.dataset", "data set", list(sweep.grid.dataset) + [d for m in sweep.include for d in (m.dataset or [])], dataset_names())
+    missing_approaches = _check_names(where, "grid.approach", "approach", [v.approach for v in variants], approach_names())
+    if missing:
+        raise SweepError(where, "grid.dataset", f"cil_core has no data set {', '.join(map(repr, missing))} (it has: {', '.join(dataset_names())})")
+    if missing_approaches and not sweep.skip_missing_approaches:
+        raise SweepError(where, "grid.approach", f"cil_core has no approach {', '.join(map(repr, missing_approaches))} yet (it has: {', '.join(approach_names())})")
+    base = {"dataset": sweep.grid.dataset[0], "scenario": sweep.grid.scenario[0], "initial_classes": 1, "total_tasks": 1}
+    blocks = option_blocks(sweep) + ([("--set", dict(set_values), {})] if set_values else [])
+    if sweep.search is not None:
+        blocks.append(("search.space", {k: d.sample_value() for k, d in sweep.search.space.items()}, {}))
+    known = {a.lower() for a in approach_names()}
+    for block, options, pattern in blocks:
+        approach = pattern.get("approach", variants[0].approach)
+        for key, value in options.items():
+            if "." in key and key.split(".", 1)[0].lower() not in known:
+                continue  # another approach's option, one cil_core lacks: it does nothing
+            try:
+                build_config({**base, "dataset": pattern.get("dataset", base["dataset"]), "approach": approach, key: value})
+            except UserError as exc:
+                raise (SweepError("--set", key, str(exc)) if block == "--set" else SweepError(where, f"{block}.{key}", str(exc))) from None
+    return missing_approaches
+
+
+def _check_names(where: str, key: str, kind: str, names: Sequence[str], known: Sequence[str]) -> list[str]:
+    lower = {k.lower(): k for k in known}
+    missing = []
+    for name in dict.fromkeys(names):
+        if name in known:
+            continue
+        if name.lower() in lower:
+            raise SweepError(where, key, f"{name!r}: write it {lower[name.lower()]!r}, as cil_core spells it (ids hash the name)")
+        missing.append(name)
+    return missing
+
+
+# ----------------------------------------------------------------------------- --only
+
+
+def _axis_value(spec: TrialSpec, axis: str) -> str:
+    if axis == "split":
+        return f"{spec.split[0]}/{spec.split[1]}"
+    return spec.variant if axis == "approach" else str(spec.config[axis])
+
+
+def parse_only(items: Sequence[str]) -> dict[str, set[str]]:
+    """``--only``: ``["seed=0", "split=20/5,50/6"]`` -> ``{"seed": {"0"}, "split": {"20/5", "50/6"}}``."""
+    wanted: dict[str, set[str]] = {}
+    for item in items:
+        axis, sep, values = (s.strip() for s in item.partition("="))
+        if not sep or not values:
+            raise SweepError("--only", None, f"expected AXIS=V1,V2, got {item!r}")
+        if axis not in AXES:
+            raise SweepError("--only", axis, f"unknown axis; choose one of: {', '.join(AXES)}")
+        parts = [v.strip().replace("-", "/") if axis == "split" else v.strip() for v in values.split(",")]
+        if axis == "split" and any("/" not in p for p in parts):
+            raise SweepError("--only", "split", f"write each split as INITIAL/TASKS (split=20/5,50/6), got {values!r}")
+        wanted.setdefault(axis, set()).update(p for p in parts if p)
+    return wanted
+
+
+def select(trials: Iterable[TrialSpec], wanted: dict[str, set[str]]) -> list[TrialSpec]:
+    """The trials whose every named axis takes one of the wanted values; none is bad input."""
+    trials = list(trials)
+    chosen = [t for t in trials if all(_axis_value(t, axis) in values for axis, values in wanted.items())]
+    if not chosen:
+        have = "; ".join(f"{axis}: {', '.join(sorted({_axis_value(t, axis) for t in trials}))}" for axis in wanted)
+        asked = " ".join(f"{axis}={','.join(sorted(v))}" for axis, v in wanted.items())
+        raise SweepError("--only", None, f"{asked} matches none of the sweep's {len(trials)} trials (the sweep has {have})")
+    return chosen
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def axis_counts(trials: Iterable[TrialSpec]) -> dict[str, Counter]:
+    counts: dict[str, Counter] = {axis: Counter() for axis in AXES}
+    for t in trials:
+        counts["dataset"][t.dataset] += 1
+        counts["scenario"][t.scenario] += 1
+        counts["split"][f"{t.split[0]} {t.split[1]}"] += 1
+        counts["approach"][t.variant] += 1
+        counts["seed"][t.seed] += 1
+    return counts
+
+
+def estimate_hours(trials: Iterable[TrialSpec]) -> dict[str, float | int]:
+    """Sum of the per-trial hours: ``gpu_hours`` (hours x GPUs asked), ``cpu_hours`` for
+    GPU-less trials, ``unknown``: trials whose data set gives no ``hours``. The one place a
+    cost model (``cil_core.cost_model``) plugs in."""
+    gpu_hours = cpu_hours = wall = 0.0
+    unknown = 0
+    for t in trials:
+        if t.hours is None:
+            unknown += 1
+            continue
+        wall += t.hours
+        if t.resources.get("gpu", 0) > 0:
+            gpu_hours += t.hours * t.resources["gpu"]
+        else:
+            cpu_hours += t.hours * t.resources.get("cpu", 1)
+    return {"gpu_hours": gpu_hours, "cpu_hours": cpu_hours, "trial_hours": wall, "unknown": unknown}
+
+
+def search_group_id(base: TrialSpec, search: schema.Search) -> str:
+    """Names one search (a base trial x a search block): a changed space is a new search."""
+    payload = json.dumps({"base": base.id, "search": search.model_dump(mode="json")}, sort_keys=True)
+    return f"search_{base.id.rsplit('_', 1)[0]}_{hashlib.sha256(payload.encode()).hexdigest()[:8]}"
+
+
+def sampled_trial(base: TrialSpec, params: Mapping[str, Any], group: str | None) -> TrialSpec:
+    """A search sample: the base trial's options as written plus the sampled ones, resolved."""
+    config = resolve({**(base.given or base.config), **params})
+    return dataclasses.replace(base, id=trial_id(config), config=config.to_dict(), params=dict(params), search=group)
