@@ -82,6 +82,9 @@ class Phase:
     momentum: float = 0.9
     lr_gamma: float = 0.1
     balanced: bool = False  # resample each epoch so every class is drawn equally often
+    # Called once per epoch: that epoch's training indices in batch order (not shuffled again),
+    # replacing ``indices``/``balanced`` (the 2-stage recipe's class-aware sampler).
+    epoch_indices: Callable[[], np.ndarray] | None = None
     forward: Callable[[torch.Tensor], dict[str, Any]] | None = None  # default: the model
     train_mode: bool = True  # False: the model stays in eval mode (frozen BatchNorm statistics)
     use_teacher: bool = True
@@ -280,6 +283,8 @@ class Learner:
         forward = phase.forward or self._training_forward()
         if phase.batches is not None:
             source = phase.batches(self.generator)
+        elif phase.epoch_indices is not None:
+            source = self.pipeline.train_batches(phase.epoch_indices(), phase.batch_size, self.generator, shuffle=False)
         else:
             indices = self._balanced_indices(phase.indices) if phase.balanced else phase.indices
             source = self.pipeline.train_batches(indices, phase.batch_size, self.generator)

@@ -26,10 +26,10 @@ memory update included), as the public code (``lucir_2stage.py``, ``podnet_2stag
   (``lucir_2stage.stage1_min_per_class=0`` always trains).
 
 Prediction uses the scaled logits; the next task's teacher is the model after stage 2 without
-the scales. Departure kept: the code's ``ClassAwareSampler`` walks the classes in a shuffled
-cycle and takes 4 images of a class at a time (each class's images in a shuffled cycle), where
-the engine draws every image independently with equal class probability: the same expected
-class balance, a different within-epoch order.
+the scales. The batches come from the code's ``ClassAwareSampler``
+(:class:`~cil_core.data.samplers.ClassAwareSampler`: classes in a shuffled cycle, 4 images of a
+class per visit, in batch order); ``stage2_sampler="iid"`` draws every image independently with
+equal class probability instead.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import losses
+from ..data.samplers import ClassAwareSampler
 from ..engine.heads import CosineHead
 from ..engine.learner import Phase
 from ..errors import ConfigError
@@ -63,6 +64,9 @@ class TwoStageOptions:
     stage2_lr_factor: float = 0.1
     # False: the scales learn alone on a frozen classifier (the paper's description of LWS).
     stage2_train_head: bool = True
+    # "class_aware": LT-CIL's ``ClassAwareSampler(num_samples_cls=4)``; "iid": independent
+    # class-balanced draws.
+    stage2_sampler: str = "class_aware"
     # "ce" (what the public code computes) or "las" (label-aware smoothing, imported there but
     # unused).
     stage2_loss: str = "ce"
@@ -73,6 +77,8 @@ class TwoStageOptions:
     smooth_shape: str = "concave"
 
     def __post_init__(self) -> None:
+        if self.stage2_sampler not in ("class_aware", "iid"):
+            raise ConfigError(f"stage2_sampler must be 'class_aware' or 'iid', got {self.stage2_sampler!r}")
         if self.stage2_loss not in ("las", "ce"):
             raise ConfigError(f"stage2_loss must be 'las' or 'ce', got {self.stage2_loss!r}")
         if self.smooth_shape not in ("concave", "linear", "convex"):
@@ -183,10 +189,14 @@ class TwoStageMixin:
                 return {"ce": F.cross_entropy(logits, step.y)}
             return {"las": losses.label_aware_smoothing_loss(logits, step.y, smoothing)}
 
+        indices = self.train_indices(ctx)  # type: ignore[attr-defined]
+        sampler = None
+        if opts.stage2_sampler == "class_aware" and len(indices) > 0:
+            sampler = ClassAwareSampler(indices, learner.train_labels[indices], learner.generator).epoch
         learner.run_phase(
             Phase(
                 name="stage2_lws",
-                indices=self.train_indices(ctx),  # type: ignore[attr-defined]
+                indices=indices,
                 epochs=opts.stage2_epochs,
                 lr=cfg.lr,
                 milestones=(),
@@ -196,6 +206,7 @@ class TwoStageMixin:
                 batch_size=cfg.batch_size,
                 momentum=cfg.momentum,
                 balanced=True,
+                epoch_indices=sampler,
                 forward=forward,
                 train_mode=False,
                 use_teacher=False,

@@ -187,6 +187,9 @@ def test_stage_two_steps_match_the_reference(approach, proxies, epochs):
         stage2 = steps(records, task, "stage2_lws")
         assert len(stage2) == epochs  # one batch per epoch here
         for epoch, record in enumerate(stage2):
+            # ClassAwareSampler(num_samples_cls=4): each epoch's batch is visits of 4 images of one class
+            y = record.y.tolist()
+            assert all(len(set(y[k : k + 4])) == 1 for k in range(0, len(y), 4))
             head_lr, scale_lr = reference_stage2_lrs(epoch, 30)
             assert record.lrs["group1.0"] == pytest.approx(scale_lr, rel=1e-7)
             assert all(v == pytest.approx(head_lr, rel=1e-7) for n, v in record.lrs.items() if n != "group1.0")

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from cil_core import losses
+from cil_core.data.samplers import ClassAwareSampler
 from cil_core.engine.learner import Learner
 from cil_core.methods.eeil import EEIL
 from cil_core.methods.lucir import LUCIR
@@ -31,6 +32,30 @@ def test_balanced_sampler_draws_every_class_equally_often():
     assert share == pytest.approx([1 / 3] * 3, abs=0.01)
     tail = draws[labels[draws] == 2]
     assert set(tail.tolist()) == set(range(990, 1000))  # within a class: uniform over its images
+
+
+def test_class_aware_sampler_cycles_classes_four_images_at_a_time():
+    """LT-CIL's ClassAwareSampler: classes in shuffled passes (each pass visits every class
+    once), 4 images per visit, each class's images in shuffled passes of their own; the state
+    carries over between epochs."""
+    labels = np.array([0] * 8 + [1] * 3 + [2] * 1)  # 12 images: 3 whole visits per epoch
+    indices = np.arange(100, 112)
+    sampler = ClassAwareSampler(indices, labels, torch.Generator().manual_seed(0))
+    draws = np.concatenate([sampler.epoch() for _ in range(6)])
+    epoch = sampler.epoch()
+    assert len(epoch) == len(indices)
+    label_of = dict(zip(indices.tolist(), labels.tolist()))
+    seq = [label_of[i] for i in draws.tolist()]
+    visits = [seq[k : k + 4] for k in range(0, len(seq), 4)]
+    assert len(visits) == 18 and all(len(set(v)) == 1 for v in visits)  # one class per visit
+    classes = [v[0] for v in visits]
+    for k in range(0, len(classes) - 2, 3):  # every pass of 3 visits covers the 3 classes
+        assert sorted(classes[k : k + 3]) == [0, 1, 2]
+    per_class = {c: [i for i in draws.tolist() if label_of[i] == c] for c in range(3)}
+    for c, n in ((0, 8), (1, 3)):
+        seq = per_class[c]
+        for k in range(0, len(seq) - n + 1, n):  # each image once per pass over the class
+            assert sorted(seq[k : k + n]) == sorted(indices[labels == c].tolist())
 
 
 def test_label_aware_smoothing_factors_by_hand():
@@ -88,7 +113,7 @@ class Net(torch.nn.Module):
 def test_stage_two_learns_scales_and_the_newest_rows(make_learner, task_context):
     net = Net()
     learner = make_learner(model=net)
-    method = EEIL2Stage(learner=learner, options=EEIL2Stage.Options(stage2_loss="las"))
+    method = EEIL2Stage(learner=learner, options=EEIL2Stage.Options(stage2_loss="las", stage2_sampler="iid"))
     ctx = task_context(0, 2, 3, train_counts=[50, 10, 2])
     TwoStageMixin.fit_weight_scaling(method, ctx)
     (phase,) = learner.phases

@@ -66,7 +66,7 @@ class FixedPipeline:
             rows = indices[start : start + batch_size]
             yield x[rows], y[rows]
 
-    def train_batches(self, indices: np.ndarray, batch_size: int, generator: torch.Generator):
+    def train_batches(self, indices: np.ndarray, batch_size: int, generator: torch.Generator, shuffle: bool = True):
         return self._batches("train", indices, batch_size)
 
     def eval_batches(self, indices: np.ndarray, split: str, batch_size: int):
