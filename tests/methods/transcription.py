@@ -21,10 +21,11 @@ import dataclasses
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 from unittest import mock
 
 import numpy as np
+import pytest
 import torch
 
 from cil_core.config import RunConfig
@@ -143,7 +144,7 @@ def tiny_run(
     approach: str,
     options: dict[str, Any] | None = None,
     *,
-    counts: list[list[int]] = ((6, 5), (4, 5)),  # type: ignore[assignment]
+    counts: Sequence[Sequence[int]] = ((6, 5), (4, 5)),
     backbone: str = "convnet",
     image_size: int = 8,
     epochs: int = 1,
@@ -154,7 +155,8 @@ def tiny_run(
     seed: int = 0,
 ) -> tuple[Learner, list[StepRecord]]:
     """Run ``approach`` through the real Learner, one batch per epoch (the batch holds every
-    image), and return the learner and every step's record."""
+    image), and return the learner and every step's record. ``counts[t][k]``: training images
+    of task t's k-th class; ``options``: the approach's options (``--set APPROACH.KEY``)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     counts = [list(c) for c in counts]
@@ -225,8 +227,6 @@ def assert_matches(record: StepRecord, expected_loss: torch.Tensor, expected: di
 
 
 def _approx(value: float) -> Any:
-    import pytest
-
     return pytest.approx(value, rel=RTOL, abs=1e-7)
 
 
