@@ -107,18 +107,21 @@ class LwFOptions:
 class PODNetOptions:
     # Reference config ``podnet_cnn_cifar100.yaml``: ``proxy_per_class: 10`` (the paper's K = 10).
     proxies: int = 10
-    # Reference config: ``nca: margin: 0.6, exclude_pos_denominator: true`` (see the module
-    # docstring for where the margin is applied).
+    # The paper's NCA margin (reference config ``nca: margin: 0.6``), used by
+    # ``classifier_loss="nca"`` only.
     nca_margin: float = 0.6
     # Reference config: ``pod_spatial: scheduled_factor: 3.0`` and ``pod_flat: scheduled_factor: 1.0``
     # (each multiplied by sqrt(n_seen / n_new)).
     pod_spatial: float = 3.0
     pod_flat: float = 1.0
-    # "nca" (the paper's LSC loss) or "ce" (softmax cross-entropy on the scaled similarities,
-    # the reference's ``lscCE`` ablation).
-    classifier_loss: str = "nca"
+    # "ce": softmax cross-entropy on the scaled similarities, what the LT-CIL code computes (its
+    # ``nca`` call subtracts the margin from every class); "nca": the paper's LSC loss.
+    classifier_loss: str = "ce"
     # Reference config ``groupwise_factors: old_weights: 0.``: old classes' proxies do not learn.
     freeze_old: bool = True
+    # The LT-CIL code's PODNet backbones (``main_incremental.py``: ``args.network + '_podnet'``);
+    # false: the run's plain backbone (ReLU after each block, 1x1-conv shortcuts).
+    reference_backbone: bool = True
 
     def __post_init__(self) -> None:
         if self.classifier_loss not in ("nca", "ce"):
@@ -129,8 +132,8 @@ class PODNetOptions:
 
 @dataclass(frozen=True)
 class LUCIROptions:
-    # Sec. 4.1: "lambda base is set to 5 for CIFAR100 and 10 for ImageNet"; None picks 5 for
-    # 32x32-style data sets and 10 for the ImageNet-like ones (augment family "imagenet").
+    # None: the LT-CIL code's value, see ``reference_lamb_base`` (5, except LUCIR-2stage on the
+    # ImageNet family: 10). The paper's Sec. 4.1 says "5 for CIFAR100 and 10 for ImageNet".
     lamb_base: float | None = None
     # Eq. 7: lambda = lambda_base * sqrt(|C_old| / |C_new|).
     adaptive_lambda: bool = True
@@ -153,11 +156,19 @@ class LUCIROptions:
     cbf_lr: float = 0.01
 
     def resolve_defaults(self, dataset: Any, approach: str) -> "LUCIROptions":
-        """``lamb_base`` None -> the paper's value for the data set's family (5 CIFAR-like, 10 ImageNet-like)."""
+        """``lamb_base`` None -> the reference code's value for this approach and data set."""
         if self.lamb_base is not None:
             return self
         family = getattr(dataset, "augment_family", "cifar")
-        return dataclasses.replace(self, lamb_base=10.0 if family == "imagenet" else 5.0)
+        return dataclasses.replace(self, lamb_base=reference_lamb_base(approach, family))
+
+
+def reference_lamb_base(approach: str, augment_family: str) -> float:
+    """lambda_base as the code behind the published numbers sets it: LT-CIL's ``lucir.py`` takes
+    ``--lamb`` (default 5) on every data set, and so does GVAlign's ``lucir_gvalign_2stage.py``;
+    LT-CIL's ``lucir_2stage.py`` ignores ``--lamb`` and uses 10 under the 90-epoch protocol (the
+    ImageNet family's; ``if nepochs == 90: self.lamb = 10.``), 5 otherwise."""
+    return 10.0 if approach == "lucir_2stage" and augment_family == "imagenet" else 5.0
 
 
 @dataclass(frozen=True)
@@ -197,20 +208,28 @@ class GVAlignOptions:
 
 @dataclass(frozen=True)
 class TwoStageOptions:
-    # LT-CIL code: ``self.stage2epoch = 30``.
+    # LT-CIL code: ``self.stage2epoch = 30`` (EEIL-2stage: 1, see EEILTwoStageOptions).
     stage2_epochs: int = 30
-    # LT-CIL code, ``adjust_learning_rate_stage_2``: the LWS parameters' group runs at
-    # ``(1 / lr_factor) * lr`` with lr_factor 10, cosine-annealed from the run's lr to 0.
+    # LT-CIL code, ``adjust_learning_rate_stage_2``: after the first epoch the LWS parameters'
+    # group runs at ``(1 / lr_factor) * lr`` of the classifier's, lr_factor 10.
     stage2_lr_factor: float = 0.1
-    # "las" (label-aware smoothing, the paper) or "ce" (what the public code computes).
-    stage2_loss: str = "las"
-    # MiSLAS's CIFAR-100-LT (rho = 100) stage-2 config: ``smooth_head: 0.4``, ``smooth_tail: 0.1``,
-    # concave shape (MiSLAS's default).
+    # False: the scales learn alone on a frozen classifier (the paper's description of LWS).
+    stage2_train_head: bool = True
+    # "class_aware": LT-CIL's ``ClassAwareSampler(num_samples_cls=4)``; "iid": independent
+    # class-balanced draws.
+    stage2_sampler: str = "class_aware"
+    # "ce" (what the public code computes) or "las" (label-aware smoothing, imported there but
+    # unused).
+    stage2_loss: str = "ce"
+    # For "las": MiSLAS's CIFAR-100-LT (rho = 100) stage-2 config: ``smooth_head: 0.4``,
+    # ``smooth_tail: 0.1``, concave shape (MiSLAS's default).
     smooth_head: float = 0.4
     smooth_tail: float = 0.1
     smooth_shape: str = "concave"
 
     def __post_init__(self) -> None:
+        if self.stage2_sampler not in ("class_aware", "iid"):
+            raise ConfigError(f"stage2_sampler must be 'class_aware' or 'iid', got {self.stage2_sampler!r}")
         if self.stage2_loss not in ("las", "ce"):
             raise ConfigError(f"stage2_loss must be 'las' or 'ce', got {self.stage2_loss!r}")
         if self.smooth_shape not in ("concave", "linear", "convex"):
@@ -218,6 +237,19 @@ class TwoStageOptions:
         super_post_init = getattr(super(), "__post_init__", None)
         if super_post_init is not None:
             super_post_init()
+
+
+@dataclass(frozen=True)
+class EEILTwoStageOptions(TwoStageOptions):
+    # ``eeil_2stage.py``: ``# for e in range(self.stage2epoch):`` then ``for e in range(1):``.
+    stage2_epochs: int = 1
+
+
+@dataclass(frozen=True)
+class LUCIRTwoStageOptions(TwoStageOptions):
+    # ``lucir_2stage.py``'s ``train_loop``: stage 1 runs only if the new data hold more than 10
+    # images per new class on average; 0: always.
+    stage1_min_per_class: float = 10.0
 
 
 def variant_options(base: type, extra: type, class_name: str) -> type:
@@ -241,8 +273,8 @@ _BASES: dict[str, type] = {
 # name -> (base approach, extra options, class-name suffix): the wrapper approaches of
 # ``methods/two_stage.py`` and ``methods/gvalign.py``.
 VARIANTS: dict[str, tuple[str, type, str]] = {
-    "eeil_2stage": ("eeil", TwoStageOptions, "TwoStage"),
-    "lucir_2stage": ("lucir", TwoStageOptions, "TwoStage"),
+    "eeil_2stage": ("eeil", EEILTwoStageOptions, "TwoStage"),
+    "lucir_2stage": ("lucir", LUCIRTwoStageOptions, "TwoStage"),
     "podnet_2stage": ("podnet", TwoStageOptions, "TwoStage"),
     "lucir_gvalign": ("lucir", GVAlignOptions, "GVAlign"),
     "podnet_gvalign": ("podnet", GVAlignOptions, "GVAlign"),

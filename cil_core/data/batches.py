@@ -41,8 +41,9 @@ SPLITS = ("train", "test")
 
 
 class BatchPipeline(Protocol):
+    # ``shuffle=False``: batches follow ``indices``' order (a sampler already ordered them).
     def train_batches(
-        self, indices: np.ndarray, batch_size: int, generator: torch.Generator
+        self, indices: np.ndarray, batch_size: int, generator: torch.Generator, shuffle: bool = True
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
     def eval_batches(
@@ -116,15 +117,17 @@ class TensorPipeline:
         return torch.Generator(device=self.device).manual_seed(_epoch_seed(generator))
 
     def train_batches(
-        self, indices: np.ndarray, batch_size: int, generator: torch.Generator
+        self, indices: np.ndarray, batch_size: int, generator: torch.Generator, shuffle: bool = True
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled, augmented, normalised batches of ``indices`` (training split)."""
+        """Shuffled (unless ``shuffle=False``), augmented, normalised batches of ``indices``
+        (training split)."""
         n = len(indices)
         if n == 0:
             return
         gen = self._device_generator(generator)
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64)).to(self.device, non_blocking=True)
-        idx = idx[torch.randperm(n, generator=gen, device=self.device)]
+        if shuffle:
+            idx = idx[torch.randperm(n, generator=gen, device=self.device)]
         images, labels = self.images["train"], self.labels["train"]
         for s, e in batch_bounds(n, batch_size):
             b = idx[s:e]
@@ -230,15 +233,17 @@ class LoaderPipeline:
         return x.to(self.device, non_blocking=self.pin), y.to(self.device, non_blocking=self.pin)
 
     def train_batches(
-        self, indices: np.ndarray, batch_size: int, generator: torch.Generator
+        self, indices: np.ndarray, batch_size: int, generator: torch.Generator, shuffle: bool = True
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled, augmented batches; the workers' transform RNG is seeded from ``generator``."""
+        """Shuffled (unless ``shuffle=False``), augmented batches; the workers' transform RNG
+        is seeded from ``generator``."""
         n = len(indices)
         if n == 0:
             return
         seed = _epoch_seed(generator)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
-        order = np.asarray(indices, dtype=np.int64)[perm]
+        order = np.asarray(indices, dtype=np.int64)
+        if shuffle:
+            order = order[torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()]
         self._train_sampler.batches = [order[s:e].tolist() for s, e in batch_bounds(n, batch_size)]
         if self._train_loader is None:
             # Persistent: created once, workers reused every epoch; their torch RNG is seeded

@@ -82,12 +82,17 @@ class Phase:
     momentum: float = 0.9
     lr_gamma: float = 0.1
     balanced: bool = False  # resample each epoch so every class is drawn equally often
+    # Called once per epoch: that epoch's training indices in batch order (not shuffled again),
+    # replacing ``indices``/``balanced`` (the 2-stage recipe's class-aware sampler).
+    epoch_indices: Callable[[], np.ndarray] | None = None
     forward: Callable[[torch.Tensor], dict[str, Any]] | None = None  # default: the model
     train_mode: bool = True  # False: the model stays in eval mode (frozen BatchNorm statistics)
     use_teacher: bool = True
     split_classifier_gradient: bool = False
     classifier_gradient: Callable[[Step, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]] | None = None
-    schedule: str = "step"  # "step": MultiStepLR(milestones, lr_gamma); "cosine": cosine annealing to 0 over the epochs
+    schedule: str = "step"  # "step": MultiStepLR(milestones, lr_gamma); "cosine": cosine annealing to 0 over the epochs;
+    # "lambda": each param group's lr is ``lr * lr_lambdas[group](epoch)`` (LambdaLR)
+    lr_lambdas: tuple[Callable[[int], float], ...] = ()
     # Replaces the image pipeline: called once per epoch with the run's generator, it yields
     # ``(inputs, labels)`` batches (GVAlign's classifier alignment on sampled features);
     # ``indices`` and ``balanced`` are then unused.
@@ -148,7 +153,7 @@ class Learner:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.method = method_cls(learner=self, options=config.method_options())
         in_channels = int(dataset.train.images.shape[1]) if dataset.train.images is not None else 3
-        backbone = get_backbone(config.backbone)(in_channels=in_channels, **self.method.backbone_kwargs())
+        backbone = get_backbone(self.method.backbone_name(config.backbone))(in_channels=in_channels, **self.method.backbone_kwargs())
         self.model = IncrementalNet(backbone, self.method.make_head(backbone.feature_dim)).to(device)
         self.use_cuda = device.type == "cuda"
         if self.use_cuda and config.channels_last:
@@ -170,7 +175,8 @@ class Learner:
             indices = self.method.train_indices(ctx)
             ctx.train_counts = np.bincount(self.train_labels[indices], minlength=ctx.n_seen)[: ctx.n_seen]
             self.method.before_task(ctx)
-            self.run_phase(self.main_phase(ctx, indices))
+            if not self.method.skips_main_phase(ctx):
+                self.run_phase(self.main_phase(ctx, indices))
             if self.method.uses_memory and self.config.memory_per_class > 0:
                 self._update_memory(ctx)
             self.method.after_train(ctx)
@@ -236,10 +242,12 @@ class Learner:
         )
         if phase.schedule == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=phase.epochs)
+        elif phase.schedule == "lambda":
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=list(phase.lr_lambdas))
         elif phase.schedule == "step":
             scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(phase.milestones), gamma=phase.lr_gamma)
         else:
-            raise ValueError(f"Phase {phase.name!r}: schedule must be 'step' or 'cosine', got {phase.schedule!r}")
+            raise ValueError(f"Phase {phase.name!r}: schedule must be 'step', 'cosine' or 'lambda', got {phase.schedule!r}")
         params = [p for group in phase.param_groups for p in group["params"]]
         ctx = self.current
         assert ctx is not None
@@ -275,6 +283,8 @@ class Learner:
         forward = phase.forward or self._training_forward()
         if phase.batches is not None:
             source = phase.batches(self.generator)
+        elif phase.epoch_indices is not None:
+            source = self.pipeline.train_batches(phase.epoch_indices(), phase.batch_size, self.generator, shuffle=False)
         else:
             indices = self._balanced_indices(phase.indices) if phase.balanced else phase.indices
             source = self.pipeline.train_batches(indices, phase.batch_size, self.generator)

@@ -7,7 +7,7 @@ optimiser, evaluation, memory and checkpoints. For each task ``t`` it calls, in 
                               classes' images plus the exemplar memory); the engine then
                               fills ``ctx.train_counts`` (images per class in that set).
 2. ``before_task(ctx)``       after the head has grown for the new classes.
-3. the main phase: for each batch ``loss_terms(step)`` returns named scalar losses; the
+3. the main phase (unless ``skips_main_phase(ctx)``): for each batch ``loss_terms(step)`` returns named scalar losses; the
    engine sums them and back-propagates. ``main_forward(forward)`` may wrap the model's
    training forward for this phase (GVAlign's mixup runs the model on the batch plus its
    mixed copy); the wrapper's ``"logits"`` keep one row per input image. A method that sets
@@ -59,12 +59,22 @@ class Method:
     def backbone_kwargs(self) -> dict[str, Any]:
         return {}
 
+    def backbone_name(self, configured: str) -> str:
+        """The registered backbone this approach builds for the run's ``configured`` one
+        (PODNet swaps in its reference code's variant)."""
+        return configured
+
     def make_head(self, in_features: int) -> nn.Module:
         return LinearHead(in_features)
 
     # -- task hooks ---------------------------------------------------------------
     def before_task(self, ctx: "TaskContext") -> None:
         pass
+
+    def skips_main_phase(self, ctx: "TaskContext") -> bool:
+        """True: the engine runs no main phase for this task (LUCIR-2stage's reference skips
+        stage 1 on tasks with few images per class); the later hooks still run."""
+        return False
 
     def train_indices(self, ctx: "TaskContext") -> np.ndarray:
         return np.concatenate([ctx.new_indices, ctx.memory_indices]).astype(np.int64)

@@ -21,7 +21,6 @@ part of the benchmark and off by default (``lucir.cbf_epochs=20`` turns it on).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,6 +33,7 @@ from ..registry import register_method
 from ._shared import fraction_milestones, frozen_backbone_forward
 from .base import Method
 from ..approach_options import LUCIROptions as Options
+from ..approach_options import reference_lamb_base  # noqa: F401  (re-exported: the rule lives with the options)
 
 
 def adaptive_lambda(lamb_base: float, n_old: int, n_new: int, adaptive: bool = True) -> float:

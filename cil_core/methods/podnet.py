@@ -3,37 +3,42 @@ ECCV 2020).
 
 - Local similarity classifier (LSC): ``K`` cosine proxies per class merged by a softmax over
   the class's proxies (:class:`~cil_core.engine.heads.LocalSimilarityHead`, LUCIR's cosine head
-  with proxies and the learnt scale ``sigma``), trained with the NCA loss: a margin on the true
-  class, the true class left out of the denominator.
+  with proxies and the learnt scale ``sigma``).
 - POD-spatial: the squared activations of every backbone stage summed along the width and
   along the height, L2-normalised and matched to the frozen previous model's; POD-flat: ``1 -
   cos`` between the final embeddings. Both are weighted by their factor times
   ``sqrt(n_seen / n_new)`` (the reference's ``scheduled_factor``).
 - The old classes' proxies are frozen (``groupwise_factors: old_weights: 0``).
+- The backbone is the LT-CIL code's PODNet variant (``resnet32_podnet`` on CIFAR: no ReLU after
+  any residual addition, parameter-free option-A shortcuts, so POD distils pre-activation
+  maps; ``resnet18_podnet`` on the ImageNet family), see :mod:`cil_core.backbones.podnet_resnet`;
+  ``podnet.reference_backbone=false`` keeps the run's plain backbone.
 
 As in the LT-CIL benchmark, the run's step schedule is used and there is neither weight
 imprinting for new proxies nor the reference's class-balanced fine-tuning of the classifier.
 
-The NCA loss takes the scaled logits ``sigma * sim`` and subtracts the margin from the true
-class after scaling (the LT-CIL benchmark's and PyCIL's arrangement). The reference computes
-``scale * (sim - margin)`` with the learnt scale inside; on cosine similarities that has a
-degenerate minimum (the scale runs negative, where the true class wins by scoring *lowest*),
-which a two-epoch run on the synthetic set already falls into. The LT-CIL copy of the loss also
-subtracts the margin from every class (``similarities - margin``), which the row-maximum shift
-cancels, so the benchmark effectively trained without a margin: ``podnet.nca_margin=0``
-reproduces that.
+The classifier loss. The LT-CIL code (``podnet.py``/``podnet_2stage.py``, and GVAlign's
+``podnet_gvalign_2stage.py``, which copies it) calls ``nca(outputs, targets)`` with the
+defaults ``margin=0.6, scale=1, exclude_pos_denominator=False``: it computes ``outputs -
+0.6`` -- the margin subtracted from *every* class, not only the true one -- and returns the
+cross-entropy of that, which the shift cannot change. What produced the published numbers is
+therefore plain softmax cross-entropy on the scaled similarities ``sigma * sim``: the default
+``classifier_loss="ce"``. ``classifier_loss="nca"`` is the paper's LSC loss (margin 0.6 on the
+true class, the true class left out of the denominator), with the margin subtracted after
+the learnt scale (PyCIL's arrangement; Douillard's ``scale * (sim - margin)`` with a learnt
+scale has a degenerate minimum where the scale runs negative).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from .. import losses
+from ..backbones.podnet_resnet import podnet_backbone_name
 from ..engine.heads import LocalSimilarityHead
 from ..registry import register_method
 from .base import Method
@@ -45,11 +50,16 @@ class PODNet(Method):
     name = "podnet"
     Options = Options
     needs_teacher = True
-    summary = "PODNet (Douillard et al. 2020): POD-spatial + POD-flat distillation, LSC classifier with NCA"
+    summary = "PODNet (Douillard et al. 2020): POD-spatial + POD-flat distillation, local-similarity classifier"
 
     def backbone_kwargs(self) -> dict[str, Any]:
         # The reference extracts features before the last activation (``extract_no_act``).
         return {"last_relu": False}
+
+    def backbone_name(self, configured: str) -> str:
+        if not self.opts.reference_backbone:
+            return configured
+        return podnet_backbone_name(configured)
 
     def make_head(self, in_features: int) -> torch.nn.Module:
         return LocalSimilarityHead(in_features, proxies=self.opts.proxies)

@@ -2,40 +2,66 @@
 on top of EEIL, LUCIR and PODNet: ``eeil_2stage``, ``lucir_2stage``, ``podnet_2stage``.
 
 Stage 1 is the base method, unchanged. Stage 2, after every task (its extra stages and the
-memory update included): the representation and the classifier are frozen and a learnable
-weight scaling (LWS, Kang et al., ICLR 2020) ``z'_c = s_c * z_c`` -- one scale per seen class,
-kept across tasks, new classes starting at 1 -- is learnt on the task's training set (new data
-plus exemplars) drawn class-balanced (every class equally likely; the engine's
-``Phase(balanced=True)``), with label-aware smoothing (LAS, Zhong et al., CVPR 2021): class c's
-target is smoothed by ``e_c``, from ``smooth_head`` for the most frequent class to
-``smooth_tail`` for the rarest. Prediction uses the scaled logits; the teacher of the next task
-is the unscaled model.
+memory update included), as the public code (``lucir_2stage.py``, ``podnet_2stage.py``,
+``eeil_2stage.py`` of xialeiliu/Long-Tailed-CIL) has it:
 
-Schedule, as the LT-CIL code's stage 2: 30 epochs, cosine annealing to 0, the scales' learning
-rate a tenth of the run's. Departures from that code, which follow the paper/issue instead: the
-public code also updates the newest task's classifier rows in stage 2 and uses plain
-cross-entropy (``stage2_loss=ce``) while the paper's recipe is LAS on a frozen classifier; and
-its ``eeil_2stage`` runs a single stage-2 epoch (``for e in range(1)``) where the LUCIR and
-PODNet versions run 30 (``eeil_2stage.stage2_epochs=1`` reproduces that).
+- what learns: a learnable weight scaling (LWS, Kang et al., ICLR 2020) ``z'_c = s_c * z_c`` --
+  one scale per seen class, kept across tasks, new classes starting at 1 -- TOGETHER with the
+  newest task's classifier: for LUCIR and PODNet the new classes' rows and the shared scale
+  ``sigma`` (``self.model.heads[-1].parameters()``; LUCIR without less-forget trains every row,
+  as its stage 1 does), for EEIL the new classes' weight rows and biases. The backbone and its
+  BatchNorm statistics are frozen.
+- on what: the task's training set (new data plus the exemplars kept before this task), drawn
+  class-balanced (every class equally likely; the engine's ``Phase(balanced=True)``).
+- the loss: plain cross-entropy on the scaled logits (``stage2_loss="ce"``); the code imports
+  MiSLAS's label-aware smoothing but never calls it (``stage2_loss="las"`` turns it on).
+- the learning rates (``adjust_learning_rate_stage_2``, called after each epoch): both groups
+  start at the run's lr for the first epoch; after epoch ``e`` the classifier's group is set to
+  ``lr * (1 + cos(pi e / E)) / 2`` and the scales' to that divided by ``lr_factor`` (10);
+  the run's momentum and weight decay on both.
+- how long: 30 epochs for LUCIR and PODNet (``self.stage2epoch = 30``), one for EEIL
+  (``for e in range(1)``).
+- LUCIR-2stage only: stage 1 is skipped on a task whose new data average 10 or fewer images per
+  class (``if len(trn_loader.dataset) > 10 * task_cls[t]``); stage 2 still runs
+  (``lucir_2stage.stage1_min_per_class=0`` always trains).
+
+Prediction uses the scaled logits; the next task's teacher is the model after stage 2 without
+the scales. The batches come from the code's ``ClassAwareSampler``
+(:class:`~cil_core.data.samplers.ClassAwareSampler`: classes in a shuffled cycle, 4 images of a
+class per visit, in batch order); ``stage2_sampler="iid"`` draws every image independently with
+equal class probability instead.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import math
+from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import losses
+from ..data.samplers import ClassAwareSampler
+from ..engine.heads import CosineHead
 from ..engine.learner import Phase
-from ._shared import frozen_forward, register_variant
+from ._shared import register_variant
 from .base import Method
 from .eeil import EEIL
 from .lucir import LUCIR
 from .podnet import PODNet
-from ..approach_options import TwoStageOptions
+from ..approach_options import EEILTwoStageOptions, LUCIRTwoStageOptions, TwoStageOptions
+
+
+def stage2_lr_lambdas(epochs: int, lr_factor: float) -> tuple[Callable[[int], float], Callable[[int], float]]:
+    """The classifier's and the scales' lr multipliers for each stage-2 epoch: 1 in the first
+    epoch (the optimiser's initial lr), then ``adjust_learning_rate_stage_2(e)``'s cosine."""
+
+    def cosine(epoch: int) -> float:
+        return 1.0 if epoch == 0 else 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+
+    return cosine, (lambda epoch: 1.0 if epoch == 0 else lr_factor * cosine(epoch))
 
 
 class TwoStageMixin:
@@ -59,44 +85,89 @@ class TwoStageMixin:
         super().after_train(ctx)  # type: ignore[misc]
         self.lws_scale = self.fit_weight_scaling(ctx)
 
+    def skips_main_phase(self, ctx: Any) -> bool:
+        minimum = getattr(self.opts, "stage1_min_per_class", 0.0)
+        n_new = ctx.n_seen - ctx.n_old
+        if minimum <= 0 or n_new <= 0:
+            return super().skips_main_phase(ctx)  # type: ignore[misc]
+        return len(ctx.new_indices) <= minimum * n_new or super().skips_main_phase(ctx)  # type: ignore[misc]
+
+    def stage2_classifier(self, ctx: Any) -> tuple[list[nn.Parameter], Callable[[torch.Tensor], torch.Tensor], Callable[[], None]]:
+        """``(parameters, features -> logits, commit)`` of the classifier part stage 2 trains:
+        a cosine head's newest rows and ``sigma`` (the rows its stage 1 trains), or a linear
+        head's newest rows and biases, learnt as copies that ``commit`` writes back."""
+        head = self.learner.model.head
+        if not self.opts.stage2_train_head:
+            return [], head, lambda: None
+        if isinstance(head, CosineHead):
+            params = [p for p in (head.weight_old, head.weight_new, head.sigma) if p.requires_grad and p.numel() > 0]
+            return params, head, lambda: None
+        n_old, n_seen = ctx.n_old, ctx.n_seen
+        weight = nn.Parameter(head.weight.detach()[n_old:n_seen].clone())
+        bias = nn.Parameter(head.bias.detach()[n_old:n_seen].clone())
+
+        def logits(features: torch.Tensor) -> torch.Tensor:
+            w = torch.cat([head.weight.detach()[:n_old], weight])
+            b = torch.cat([head.bias.detach()[:n_old], bias])
+            return F.linear(features, w, b)
+
+        def commit() -> None:
+            with torch.no_grad():
+                head.weight[n_old:n_seen] = weight
+                head.bias[n_old:n_seen] = bias
+
+        return [weight, bias], logits, commit
+
     def fit_weight_scaling(self, ctx: Any) -> torch.Tensor:
         opts, cfg, learner = self.opts, self.learner.config, self.learner
         n_seen = ctx.n_seen
+        model = learner.model
         scale = nn.Parameter(self._scales(n_seen).clone())
         smoothing = losses.label_aware_smoothing(
             torch.as_tensor(np.asarray(ctx.train_counts), device=learner.device),
             opts.smooth_head, opts.smooth_tail, opts.smooth_shape,
         )
         base_logits = super().eval_logits  # type: ignore[misc]
+        head_params, head_logits, commit = self.stage2_classifier(ctx)
 
-        def scaled(out: dict[str, Any]) -> torch.Tensor:
-            return base_logits(out, n_seen).float() * scale
+        def forward(x: torch.Tensor) -> dict[str, Any]:
+            with torch.no_grad():
+                out = dict(model.backbone(x))
+            out["logits"] = base_logits({**out, "logits": head_logits(out["features"])}, n_seen).float() * scale
+            return out
 
         def terms(step: Any) -> dict[str, torch.Tensor]:
             logits = step.out["logits"]
             if opts.stage2_loss == "ce":
-                return {"ce": torch.nn.functional.cross_entropy(logits, step.y)}
+                return {"ce": F.cross_entropy(logits, step.y)}
             return {"las": losses.label_aware_smoothing_loss(logits, step.y, smoothing)}
 
+        indices = self.train_indices(ctx)  # type: ignore[attr-defined]
+        sampler = None
+        if opts.stage2_sampler == "class_aware" and len(indices) > 0:
+            sampler = ClassAwareSampler(indices, learner.train_labels[indices], learner.generator).epoch
         learner.run_phase(
             Phase(
                 name="stage2_lws",
-                indices=self.train_indices(ctx),  # type: ignore[attr-defined]
+                indices=indices,
                 epochs=opts.stage2_epochs,
-                lr=cfg.lr * opts.stage2_lr_factor,
+                lr=cfg.lr,
                 milestones=(),
-                param_groups=[{"params": [scale]}],
+                param_groups=[{"params": head_params}, {"params": [scale]}],
                 loss_terms=terms,
                 weight_decay=cfg.weight_decay,
                 batch_size=cfg.batch_size,
                 momentum=cfg.momentum,
                 balanced=True,
-                forward=frozen_forward(learner.model, scaled),
+                epoch_indices=sampler,
+                forward=forward,
                 train_mode=False,
                 use_teacher=False,
-                schedule="cosine",
+                schedule="lambda",
+                lr_lambdas=stage2_lr_lambdas(opts.stage2_epochs, opts.stage2_lr_factor),
             )
         )
+        commit()
         return scale.detach()
 
     def eval_logits(self, out: dict[str, torch.Tensor], num_seen: int) -> torch.Tensor:
@@ -116,14 +187,14 @@ class TwoStageMixin:
         self.lws_scale = None if scale is None else scale.to(self.learner.device)
 
 
-def two_stage(base: type[Method]) -> type[Method]:
-    """``<base>_2stage``: ``base`` with stage 2, its options plus :class:`TwoStageOptions`."""
+def two_stage(base: type[Method], options: type = TwoStageOptions) -> type[Method]:
+    """``<base>_2stage``: ``base`` with stage 2, its options plus ``options``."""
     return register_variant(
-        base, TwoStageMixin, TwoStageOptions, suffix="2stage", class_suffix="TwoStage", module=__name__,
-        summary=f"{base.name} + LT-CIL 2-stage (class-balanced LWS with label-aware smoothing)",
+        base, TwoStageMixin, options, suffix="2stage", class_suffix="TwoStage", module=__name__,
+        summary=f"{base.name} + LT-CIL 2-stage (class-balanced LWS with the newest classifier rows)",
     )
 
 
-EEIL2Stage = two_stage(EEIL)
-LUCIR2Stage = two_stage(LUCIR)
+EEIL2Stage = two_stage(EEIL, EEILTwoStageOptions)
+LUCIR2Stage = two_stage(LUCIR, LUCIRTwoStageOptions)
 PODNet2Stage = two_stage(PODNet)

@@ -79,4 +79,10 @@ def test_loss_terms_weights_by_hand(make_learner, make_step, task_context):
     assert float(terms["pod_spatial"]) == pytest.approx(3.0 * factor * float(losses.pod_spatial_loss(old_maps, new_maps)), rel=1e-6)
     flat = float(losses.cosine_embedding_distance(feats, torch.tensor([[1.0, 0.0], [0.0, 1.0]])))
     assert float(terms["pod_flat"]) == pytest.approx(1.0 * factor * flat, rel=1e-6)
-    assert float(terms["nca"]) == pytest.approx(float(losses.nca_loss(logits, torch.tensor([0, 3]), 1.0, 0.6)), rel=1e-6)
+    # the default: softmax cross-entropy on the scaled similarities (what the LT-CIL code's nca
+    # call computes); "nca": the paper's loss
+    assert float(terms["ce"]) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, torch.tensor([0, 3]))), rel=1e-6)
+    paper = PODNet(learner=make_learner(model=Net(head)), options=Options(proxies=3, classifier_loss="nca"))
+    paper.before_task(task_context(1, 2, 4))
+    nca = float(paper.loss_terms(step)["nca"])
+    assert nca == pytest.approx(float(losses.nca_loss(logits, torch.tensor([0, 3]), 1.0, 0.6)), rel=1e-6)
