@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .ranges import check_milestones, check_ranges
 
 SCENARIOS = ("conv", "lt", "ltio")
 
@@ -121,7 +123,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             as_float = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
-        if as_float != int(as_float):
+        if not math.isfinite(as_float) or as_float != int(as_float):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return int(as_float)
     if annotation is float:
@@ -169,6 +171,11 @@ def build_config(values: Mapping[str, Any]) -> RunConfig:
     options: dict[str, dict[str, Any]] = {}
     for key, value in values.items():
         if key == "options":
+            if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+                raise ConfigError(
+                    f"options: expected a mapping like {{'dgr': {{'dakd': False}}}}, got {value!r}; "
+                    "on the command line use --set APPROACH.KEY=VALUE (e.g. --set dgr.dakd=false)"
+                )
             for approach, opts in (value or {}).items():
                 for okey, ovalue in (opts or {}).items():
                     options.setdefault(approach, {})[okey] = ovalue
@@ -208,14 +215,22 @@ def resolve_config(config: RunConfig) -> RunConfig:
     The result is what ``config.json`` and ``result.json`` record: a run is fully described
     by it, so two runs with equal resolved configs compute the same thing.
     """
-    from .registry import get_dataset, get_method
+    from .registry import get_backbone, get_dataset, get_method
 
-    spec = get_dataset(config.dataset).bind(config)
-    protocol = spec.protocol
     method = get_method(config.approach)
+    check_config_ranges(config)
+    dataset = get_dataset(config.dataset)
+    if config.data_root is not None and not dataset.reads_data_root:
+        raise ConfigError(
+            f"{dataset.name} is built in and reads no data folder, so --data-root {config.data_root} "
+            "would be ignored; drop --data-root (or pick the data set that lives there)"
+        )
+    spec = dataset.bind(config)
+    protocol = spec.protocol
     epochs = config.epochs if config.epochs is not None else protocol.epochs
     if config.lr_milestones is not None:
         milestones = tuple(config.lr_milestones)
+        check_milestones(milestones, epochs)
     elif config.epochs is not None and config.epochs != protocol.epochs:
         # Keep the schedule's shape when only the length changes (80,120 of 160 -> 1/2, 3/4).
         milestones = tuple(max(1, round(m * epochs / protocol.epochs)) for m in protocol.lr_milestones)
@@ -239,21 +254,29 @@ def resolve_config(config: RunConfig) -> RunConfig:
     options = {k: dict(v) for k, v in config.options.items()}
     options[method.name] = opts
     resolved = dataclasses.replace(config, options=options, **defaults)
+    check_config_ranges(resolved)  # the protocol's values too (an image list's own defaults)
+    get_backbone(resolved.backbone)  # an unknown backbone is refused here, not when the model is built
     _check_combinations(resolved, spec)
     return resolved
 
 
+def check_config_ranges(config: RunConfig) -> None:
+    """Every number of ``config`` and of each approach's options within its declared range
+    (:mod:`cil_core.ranges`); raises :class:`ConfigError` naming the key, the value and the range."""
+    from .registry import get_method
+
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "options"}
+    classes = {name: get_method(name).Options for name in config.options}
+    check_ranges(values, config.options, classes)
+
+
 def _check_combinations(config: RunConfig, spec: Any) -> None:
     num_classes = spec.num_classes
-    if config.initial_classes < 1:
-        raise ConfigError(f"initial_classes must be at least 1, got {config.initial_classes}")
     if config.initial_classes >= num_classes and config.total_tasks > 1:
         raise ConfigError(
             f"initial_classes={config.initial_classes} leaves no classes for later tasks: "
             f"{config.dataset} has {num_classes} classes; use fewer initial classes"
         )
-    if config.total_tasks < 1:
-        raise ConfigError(f"total_tasks must be at least 1, got {config.total_tasks}")
     remaining = num_classes - config.initial_classes
     if config.total_tasks > 1 and config.total_tasks - 1 > remaining:
         raise ConfigError(
@@ -265,16 +288,6 @@ def _check_combinations(config: RunConfig, spec: Any) -> None:
             f"one task must hold all {num_classes} classes of {config.dataset}; "
             f"got initial_classes={config.initial_classes}"
         )
-    if not 0.0 <= config.val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must be in [0, 1), got {config.val_fraction}")
-    if config.augment not in ("reference", "crop_flip"):
-        raise ConfigError(f"augment must be 'reference' or 'crop_flip', got {config.augment!r}")
-    if config.pipeline not in ("auto", "tensor", "loader"):
-        raise ConfigError(f"pipeline must be auto, tensor or loader, got {config.pipeline!r}")
-    if config.epochs is not None and config.epochs < 1:
-        raise ConfigError(f"epochs must be at least 1, got {config.epochs}")
-    if config.memory_per_class < 0:
-        raise ConfigError(f"memory_per_class must be >= 0, got {config.memory_per_class}")
     if config.scenario == "conv" and getattr(spec, "already_long_tailed", False):
         raise ConfigError(
             f"{config.dataset} is long-tailed on disk, so scenario 'conv' (balanced) is impossible; use lt or ltio"

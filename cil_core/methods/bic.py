@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..engine.learner import Phase
+from ..ranges import at_least, positive
 from ..registry import register_method
 from ._shared import KnowledgeDistillationMixin, frozen_forward
 from .base import Method
@@ -36,19 +37,19 @@ from .base import Method
 @dataclass(frozen=True)
 class Options:
     # Sec. 6.2: "The temperature scalar T in Eq. 1 is set to 2 by following [13,2]."
-    temperature: float = 2.0
+    temperature: float = positive(2.0)
     # Sec. 3: lambda = n / (n + m) for n old and m new classes (None); a number x instead gives
     # CE + x * KD (FACIL's ``--lamb``).
-    lamb: float | None = None
+    lamb: float | None = at_least(0, None)
     # Sec. 6.1: "the ratio of train/validation split on the exemplars is 9:1" (2 of 20).
-    val_per_class: int = 2
+    val_per_class: int = at_least(0, 2)
     # The reference code trains the bias layer epochs_per_eval=100 x epoch_val_times=2 = 200
     # epochs (FACIL's ``--num-bias-epochs``), SGD with momentum 0.9, no weight decay.
-    bias_epochs: int = 200
+    bias_epochs: int = at_least(0, 200)
     # Bias-layer learning rate; None: the run's lr (FACIL: ``SGD(lr=self.lr, momentum=0.9)``).
-    bias_lr: float | None = None
+    bias_lr: float | None = positive(None)
     # The reference code adds 0.1 * beta^2 / 2 to the bias-correction loss.
-    beta_l2: float = 0.1
+    beta_l2: float = at_least(0, 0.1)
 
 
 def select_per_class(indices: np.ndarray, labels: np.ndarray, per_class: int) -> np.ndarray:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses
+from ..ranges import at_least, positive
 from ..registry import register_method
 from .base import Method
 
@@ -31,8 +32,8 @@ class Options:
     logit_adjust: bool = True  # False: plain CE instead of CE(z + log pi)
     # "T = 2" and "beta = 0.7 * sqrt(N_seen / N_new)" (METHOD.md 2.4); ``kd_base`` is the 0.7,
     # the loss-balance constant a search may tune.
-    temperature: float = 2.0
-    kd_base: float = 0.7
+    temperature: float = positive(2.0)
+    kd_base: float = at_least(0, 0.7)
 
 
 @dataclass

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .. import losses
 from ..engine.learner import Phase
+from ..ranges import at_least, positive
 from ..registry import register_method
 from ._shared import KnowledgeDistillationMixin, fraction_milestones, frozen_copy, scaled_epochs
 from .base import Method
@@ -32,16 +33,16 @@ from .base import Method
 @dataclass(frozen=True)
 class Options:
     # EEIL p. 6: "Based on our empirical results, we set T to 2 for all our experiments".
-    temperature: float = 2.0
+    temperature: float = positive(2.0)
     # Eq. 1 adds the distillation terms unweighted (FACIL's ``--lamb`` default 1).
-    lamb: float = 1.0
+    lamb: float = at_least(0, 1.0)
     # The paper's CIFAR-100 protocol: 40 epochs per incremental step, then 30 epochs of
     # balanced fine-tuning; None scales that to this run (0.75 x the main phase's epochs).
-    finetune_epochs: int | None = None
+    finetune_epochs: int | None = at_least(0, None)
     # Implementation details: "The same reduction is used in the case of fine-tuning, except that the
     # starting rate is 0.01" (main phase 0.1), i.e. the run's lr x 0.1, divided by 10 after
     # each third of the stage ("every 10 epochs" of 30).
-    finetune_lr_factor: float = 0.1
+    finetune_lr_factor: float = positive(0.1)
     # Balanced fine-tuning: a temporary distillation loss on the new classes' classification
     # layer keeps what the unbalanced step learnt about them.
     finetune_new_kd: bool = True

@@ -77,7 +77,7 @@ import torch.nn.functional as F
 
 from .. import losses
 from ..engine.learner import Phase
-from ..errors import ConfigError
+from ..ranges import at_least, positive
 from ._shared import register_variant
 from .base import Method
 from .lucir import LUCIR
@@ -87,33 +87,27 @@ from .podnet import PODNet
 @dataclass(frozen=True)
 class GVAlignOptions:
     # Stage 1. ``mixup_data(images, targets)`` with its default ``alpha=1.0``: lam ~ Beta(1, 1).
-    mixup_alpha: float = 1.0
+    mixup_alpha: float = at_least(0, 1.0, hint="0: no mixing")
     # ``loss = loss_criterion; loss += loss_mix``: the mixup term unweighted; 0 turns stage 1's
     # mixup off (the model then sees the original batch only).
-    mixup_weight: float = 1.0
+    mixup_weight: float = at_least(0, 1.0)
     # Stage 2. ``for e in range(100): ... classifier_tune(...)``: one SGD step per "epoch".
-    align_steps: int = 100
+    align_steps: int = at_least(0, 100, hint="0: no alignment")
     # ``samples = distrib.rsample()``: one pseudo-feature per class and step.
-    align_samples_per_class: int = 1
+    align_samples_per_class: int = at_least(1, 1)
     # ``lr = 0.1`` then ``torch.optim.SGD(heads.parameters(), lr=lr, weight_decay=self.wd,
     # momentum=self.momentum)``: a fixed 0.1, the run's weight decay and momentum.
-    align_lr: float = 0.1
+    align_lr: float = positive(0.1)
     # Steps after which the alignment lr is multiplied by the run's lr_gamma (the code reuses
     # the main phase's ``schedule_step``: none within 100 steps for CIFAR-100, 30 and 60 for
     # ImageNet-Subset).
-    align_milestones: tuple[int, ...] = ()
+    align_milestones: tuple[int, ...] = at_least(1, ())
     # ``protosave(self.model, trn_loader, ...)``: the prototypes and the covariance come from the
     # training loader, i.e. from augmented views; false: from the un-augmented images.
     prototype_augment: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "align_milestones", tuple(int(m) for m in self.align_milestones))
-        if self.mixup_alpha < 0:
-            raise ConfigError(f"gvalign: mixup_alpha must be >= 0 (0: no mixing), got {self.mixup_alpha}")
-        if self.align_steps < 0:
-            raise ConfigError(f"gvalign: align_steps must be >= 0 (0: no alignment), got {self.align_steps}")
-        if self.align_samples_per_class < 1:
-            raise ConfigError(f"gvalign: align_samples_per_class must be at least 1, got {self.align_samples_per_class}")
         super_post_init = getattr(super(), "__post_init__", None)
         if super_post_init is not None:
             super_post_init()

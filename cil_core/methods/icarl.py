@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .. import losses
-from ..errors import ConfigError
+from ..ranges import one_of
 from ..registry import register_method
 from ._shared import KnowledgeDistillationMixin
 from .base import Method
@@ -26,13 +26,9 @@ from .base import Method
 @dataclass(frozen=True)
 class Options:
     # Alg. 1 "iCaRL classify": nearest-mean-of-exemplars; "cnn" reports the network's outputs.
-    classifier: str = "nme"
+    classifier: str = one_of("nme", "cnn")
     # Class means over each exemplar and its horizontal flip (FACIL's and PyCIL's iCaRL).
     flip_means: bool = True
-
-    def __post_init__(self) -> None:
-        if self.classifier not in ("nme", "cnn"):
-            raise ConfigError(f"icarl.classifier must be 'nme' or 'cnn', got {self.classifier!r}")
 
 
 @register_method("icarl")

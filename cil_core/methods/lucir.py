@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from .. import losses
 from ..engine.heads import CosineHead
 from ..engine.learner import Phase
+from ..ranges import at_least, positive
 from ..registry import register_method
 from ._shared import fraction_milestones, frozen_backbone_forward
 from .base import Method
@@ -39,15 +40,15 @@ from .base import Method
 class Options:
     # Sec. 4.1: "lambda base is set to 5 for CIFAR100 and 10 for ImageNet"; None picks 5 for
     # 32x32-style data sets and 10 for the ImageNet-like ones (augment family "imagenet").
-    lamb_base: float | None = None
+    lamb_base: float | None = positive(None)
     # Eq. 7: lambda = lambda_base * sqrt(|C_old| / |C_new|).
     adaptive_lambda: bool = True
     # Sec. 4.1: "K is set to 2" (hard negatives among the new classes).
-    K: int = 2
+    K: int = at_least(1, 2)
     # Sec. 4.1: "m is set to 0.5 for all experiments".
-    margin: float = 0.5
+    margin: float = at_least(0, 0.5)
     # The weight of the margin ranking loss, 1 in the official code (``--lw_mr 1``).
-    lamb_mr: float = 1.0
+    lamb_mr: float = at_least(0, 1.0)
     # Ablation switches (the LT-CIL code's --remove-less-forget / --remove-margin-ranking).
     less_forget: bool = True
     margin_ranking: bool = True
@@ -57,8 +58,8 @@ class Options:
     # Class-balanced fine-tuning (official ``cbf_`` script: ``--cb_finetune --ft_epochs 20
     # --ft_base_lr 0.01 --ft_lr_strat 10``, ``ft_flag 2``: old and new weights learn, the feature
     # extractor and its BatchNorm statistics stay fixed). 0: off, as in the LT-CIL benchmark.
-    cbf_epochs: int = 0
-    cbf_lr: float = 0.01
+    cbf_epochs: int = at_least(0, 0)
+    cbf_lr: float = positive(0.01)
 
 
 def adaptive_lambda(lamb_base: float, n_old: int, n_new: int, adaptive: bool = True) -> float:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..ranges import at_least, positive
 from ..registry import register_method
 from ._shared import KnowledgeDistillationMixin
 from .base import Method
@@ -23,9 +24,9 @@ from .base import Method
 @dataclass(frozen=True)
 class Options:
     # LwF: the knowledge-distillation loss uses temperature T = 2, as Hinton et al. recommend.
-    temperature: float = 2.0
+    temperature: float = positive(2.0)
     # LwF: the loss-balance weight lambda_o is 1 in most of its experiments (FACIL: --lamb 1).
-    lamb: float = 1.0
+    lamb: float = at_least(0, 1.0)
     # The LT-CIL comparison gives every method 20 exemplars per class; the paper has none.
     exemplars: bool = True
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from .. import losses
 from ..engine.heads import LocalSimilarityHead
-from ..errors import ConfigError
+from ..ranges import at_least, one_of
 from ..registry import register_method
 from .base import Method
 
@@ -43,25 +43,19 @@ from .base import Method
 @dataclass(frozen=True)
 class Options:
     # Reference config ``podnet_cnn_cifar100.yaml``: ``proxy_per_class: 10`` (the paper's K = 10).
-    proxies: int = 10
+    proxies: int = at_least(1, 10)
     # Reference config: ``nca: margin: 0.6, exclude_pos_denominator: true`` (see the module
     # docstring for where the margin is applied).
-    nca_margin: float = 0.6
+    nca_margin: float = at_least(0, 0.6)
     # Reference config: ``pod_spatial: scheduled_factor: 3.0`` and ``pod_flat: scheduled_factor: 1.0``
     # (each multiplied by sqrt(n_seen / n_new)).
-    pod_spatial: float = 3.0
-    pod_flat: float = 1.0
+    pod_spatial: float = at_least(0, 3.0)
+    pod_flat: float = at_least(0, 1.0)
     # "nca" (the paper's LSC loss) or "ce" (softmax cross-entropy on the scaled similarities,
     # the reference's ``lscCE`` ablation).
-    classifier_loss: str = "nca"
+    classifier_loss: str = one_of("nca", "ce")
     # Reference config ``groupwise_factors: old_weights: 0.``: old classes' proxies do not learn.
     freeze_old: bool = True
-
-    def __post_init__(self) -> None:
-        if self.classifier_loss not in ("nca", "ce"):
-            raise ConfigError(f"podnet.classifier_loss must be 'nca' or 'ce', got {self.classifier_loss!r}")
-        if self.proxies < 1:
-            raise ConfigError(f"podnet.proxies must be at least 1, got {self.proxies}")
 
 
 @register_method("podnet")

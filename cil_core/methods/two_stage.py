@@ -30,7 +30,7 @@ from torch import nn
 
 from .. import losses
 from ..engine.learner import Phase
-from ..errors import ConfigError
+from ..ranges import at_least, one_of, positive, ranged
 from ._shared import frozen_forward, register_variant
 from .base import Method
 from .eeil import EEIL
@@ -41,26 +41,17 @@ from .podnet import PODNet
 @dataclass(frozen=True)
 class TwoStageOptions:
     # LT-CIL code: ``self.stage2epoch = 30``.
-    stage2_epochs: int = 30
+    stage2_epochs: int = at_least(0, 30)
     # LT-CIL code, ``adjust_learning_rate_stage_2``: the LWS parameters' group runs at
     # ``(1 / lr_factor) * lr`` with lr_factor 10, cosine-annealed from the run's lr to 0.
-    stage2_lr_factor: float = 0.1
+    stage2_lr_factor: float = positive(0.1)
     # "las" (label-aware smoothing, the paper) or "ce" (what the public code computes).
-    stage2_loss: str = "las"
+    stage2_loss: str = one_of("las", "ce")
     # MiSLAS's CIFAR-100-LT (rho = 100) stage-2 config: ``smooth_head: 0.4``, ``smooth_tail: 0.1``,
     # concave shape (MiSLAS's default).
-    smooth_head: float = 0.4
-    smooth_tail: float = 0.1
-    smooth_shape: str = "concave"
-
-    def __post_init__(self) -> None:
-        if self.stage2_loss not in ("las", "ce"):
-            raise ConfigError(f"stage2_loss must be 'las' or 'ce', got {self.stage2_loss!r}")
-        if self.smooth_shape not in ("concave", "linear", "convex"):
-            raise ConfigError(f"smooth_shape must be concave, linear or convex, got {self.smooth_shape!r}")
-        super_post_init = getattr(super(), "__post_init__", None)
-        if super_post_init is not None:
-            super_post_init()
+    smooth_head: float = ranged(0.4, low=0, high=1, high_open=True)
+    smooth_tail: float = ranged(0.1, low=0, high=1, high_open=True)
+    smooth_shape: str = one_of("concave", "linear", "convex")
 
 
 class TwoStageMixin:
