@@ -78,11 +78,11 @@ def _config_values(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key)
         if value is not None:
             values[key] = value
+    if args.gpu is not None and args.gpu < 0:
+        raise ConfigError(f"--gpu must be a CUDA device index >= 0, got {args.gpu}; use --gpu 0 (or --device cpu)")
     if args.device is not None:
         values["device"] = args.device
     elif args.gpu is not None:
-        if args.gpu < 0:
-            raise ConfigError(f"--gpu must be a CUDA device index >= 0, got {args.gpu}; use --gpu 0 (or --device cpu)")
         import torch
 
         values["device"] = f"cuda:{args.gpu}" if torch.cuda.is_available() else "auto"
