@@ -157,7 +157,8 @@ def test_soak_process_memory_stays_flat_after_the_first_epochs(tmp_path, monkeyp
     """DGR (the approach that leaked) for ~60 steps on one task: the resident memory at the end of
     each epoch stops growing once the allocator has warmed up (two epochs). Measured on this
     machine: +0.5 MB from epoch 2 to 10 after the fix, +26 MB with the leak (about 3 MB/epoch
-    at batch 32, 20 classes, 64-d features), so 6 MB separates them with room for noise."""
+    at batch 32, 20 classes, 64-d features; +6.5 MB over epochs 3-8 in a run on a loaded
+    machine), so 4 MB separates them with room for the allocator's noise."""
     rss = []
     original_log = Learner._log
 
@@ -172,4 +173,4 @@ def test_soak_process_memory_stays_flat_after_the_first_epochs(tmp_path, monkeyp
     })
     assert len(rss) == 8
     growth = max(rss[2:]) - rss[1]
-    assert growth < 6 * 2**20, f"memory grew {growth / 2**20:.1f} MB over epochs 3-8: {[r // 2**20 for r in rss]} MB"
+    assert growth < 4 * 2**20, f"memory grew {growth / 2**20:.1f} MB over epochs 3-8: {[r // 2**20 for r in rss]} MB"
