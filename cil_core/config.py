@@ -163,7 +163,8 @@ def parse_set_items(items: list[str]) -> dict[str, Any]:
 def build_config(values: Mapping[str, Any]) -> RunConfig:
     """Build a RunConfig from flat keys (``lr``, ``dgr.dakd``) or a nested ``options`` dict.
 
-    Unknown keys and values of the wrong type raise :class:`ConfigError` naming the key.
+    Unknown keys, values of the wrong type and values out of their declared range raise
+    :class:`ConfigError` naming the key.
     """
     from .registry import get_method
 
@@ -206,7 +207,9 @@ def build_config(values: Mapping[str, Any]) -> RunConfig:
         resolved_options[method.name] = {
             k: coerce_option(method.Options, k, v, method.name) for k, v in opts.items()
         }
-    return RunConfig(**typed, options=resolved_options)
+    config = RunConfig(**typed, options=resolved_options)
+    check_config_ranges(config)  # here too, so a torch-free pre-check (the orchestrator's) sees them
+    return config
 
 
 def resolve_config(config: RunConfig) -> RunConfig:
