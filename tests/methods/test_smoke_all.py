@@ -156,9 +156,8 @@ def _rss_bytes() -> int:
 def test_soak_process_memory_stays_flat_after_the_first_epochs(tmp_path, monkeypatch):
     """DGR (the approach that leaked) for ~60 steps on one task: the resident memory at the end of
     each epoch stops growing once the allocator has warmed up (two epochs). Measured on this
-    machine: +0.5 MB from epoch 2 to 10 after the fix, +26 MB with the leak (about 3 MB/epoch
-    at batch 32, 20 classes, 64-d features; +6.5 MB over epochs 3-8 in a run on a loaded
-    machine), so 4 MB separates them with room for the allocator's noise."""
+    machine, from the end of epoch 2 to the end of epoch 8: +1.5 MB after the fix; +6.5 MB (a
+    heavily loaded machine) to +23.5 MB (a quiet one) with the old leak, so 4 MB separates them."""
     rss = []
     original_log = Learner._log
 
