@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
+from .ranges import at_least, one_of, positive, ranged
 
 
 @dataclass(frozen=True)
@@ -28,19 +29,19 @@ class NoOptions:
 @dataclass(frozen=True)
 class BiCOptions:
     # Sec. 6.2: "The temperature scalar T in Eq. 1 is set to 2 by following [13,2]."
-    temperature: float = 2.0
+    temperature: float = positive(2.0)
     # Sec. 3: lambda = n / (n + m) for n old and m new classes (None); a number x instead gives
     # CE + x * KD (FACIL's ``--lamb``).
-    lamb: float | None = None
+    lamb: float | None = at_least(0, None)
     # Sec. 6.1: "the ratio of train/validation split on the exemplars is 9:1" (2 of 20).
-    val_per_class: int = 2
+    val_per_class: int = at_least(0, 2)
     # The reference code trains the bias layer epochs_per_eval=100 x epoch_val_times=2 = 200
     # epochs (FACIL's ``--num-bias-epochs``), SGD with momentum 0.9, no weight decay.
-    bias_epochs: int = 200
+    bias_epochs: int = at_least(0, 200)
     # Bias-layer learning rate; None: the run's lr (FACIL: ``SGD(lr=self.lr, momentum=0.9)``).
-    bias_lr: float | None = None
+    bias_lr: float | None = positive(None)
     # The reference code adds 0.1 * beta^2 / 2 to the bias-correction loss.
-    beta_l2: float = 0.1
+    beta_l2: float = at_least(0, 0.1)
 
 
 @dataclass(frozen=True)
@@ -53,23 +54,23 @@ class DGROptions:
     logit_adjust: bool = True  # False: plain CE instead of CE(z + log pi)
     # "T = 2" and "beta = 0.7 * sqrt(N_seen / N_new)" (METHOD.md 2.4); ``kd_base`` is the 0.7,
     # the loss-balance constant a search may tune.
-    temperature: float = 2.0
-    kd_base: float = 0.7
+    temperature: float = positive(2.0)
+    kd_base: float = at_least(0, 0.7)
 
 
 @dataclass(frozen=True)
 class EEILOptions:
     # EEIL p. 6: "Based on our empirical results, we set T to 2 for all our experiments".
-    temperature: float = 2.0
+    temperature: float = positive(2.0)
     # Eq. 1 adds the distillation terms unweighted (FACIL's ``--lamb`` default 1).
-    lamb: float = 1.0
+    lamb: float = at_least(0, 1.0)
     # The paper's CIFAR-100 protocol: 40 epochs per incremental step, then 30 epochs of
     # balanced fine-tuning; None scales that to this run (0.75 x the main phase's epochs).
-    finetune_epochs: int | None = None
+    finetune_epochs: int | None = at_least(0, None)
     # Implementation details: "The same reduction is used in the case of fine-tuning, except that the
     # starting rate is 0.01" (main phase 0.1), i.e. the run's lr x 0.1, divided by 10 after
     # each third of the stage ("every 10 epochs" of 30).
-    finetune_lr_factor: float = 0.1
+    finetune_lr_factor: float = positive(0.1)
     # Balanced fine-tuning: a temporary distillation loss on the new classes' classification
     # layer keeps what the unbalanced step learnt about them.
     finetune_new_kd: bool = True
@@ -78,13 +79,9 @@ class EEILOptions:
 @dataclass(frozen=True)
 class ICaRLOptions:
     # Alg. 1 "iCaRL classify": nearest-mean-of-exemplars; "cnn" reports the network's outputs.
-    classifier: str = "nme"
+    classifier: str = one_of("nme", "cnn")
     # Class means over each exemplar and its horizontal flip (FACIL's and PyCIL's iCaRL).
     flip_means: bool = True
-
-    def __post_init__(self) -> None:
-        if self.classifier not in ("nme", "cnn"):
-            raise ConfigError(f"icarl.classifier must be 'nme' or 'cnn', got {self.classifier!r}")
 
 
 @dataclass(frozen=True)
@@ -96,9 +93,9 @@ class JointOptions:
 @dataclass(frozen=True)
 class LwFOptions:
     # LwF: the knowledge-distillation loss uses temperature T = 2, as Hinton et al. recommend.
-    temperature: float = 2.0
+    temperature: float = positive(2.0)
     # LwF: the loss-balance weight lambda_o is 1 in most of its experiments (FACIL: --lamb 1).
-    lamb: float = 1.0
+    lamb: float = at_least(0, 1.0)
     # The LT-CIL comparison gives every method 20 exemplars per class; the paper has none.
     exemplars: bool = True
 
@@ -106,43 +103,37 @@ class LwFOptions:
 @dataclass(frozen=True)
 class PODNetOptions:
     # Reference config ``podnet_cnn_cifar100.yaml``: ``proxy_per_class: 10`` (the paper's K = 10).
-    proxies: int = 10
+    proxies: int = at_least(1, 10)
     # The paper's NCA margin (reference config ``nca: margin: 0.6``), used by
     # ``classifier_loss="nca"`` only.
-    nca_margin: float = 0.6
+    nca_margin: float = at_least(0, 0.6)
     # Reference config: ``pod_spatial: scheduled_factor: 3.0`` and ``pod_flat: scheduled_factor: 1.0``
     # (each multiplied by sqrt(n_seen / n_new)).
-    pod_spatial: float = 3.0
-    pod_flat: float = 1.0
+    pod_spatial: float = at_least(0, 3.0)
+    pod_flat: float = at_least(0, 1.0)
     # "ce": softmax cross-entropy on the scaled similarities, what the LT-CIL code computes (its
     # ``nca`` call subtracts the margin from every class); "nca": the paper's LSC loss.
-    classifier_loss: str = "ce"
+    classifier_loss: str = one_of("ce", "nca")
     # Reference config ``groupwise_factors: old_weights: 0.``: old classes' proxies do not learn.
     freeze_old: bool = True
     # The LT-CIL code's PODNet backbones (``main_incremental.py``: ``args.network + '_podnet'``);
     # false: the run's plain backbone (ReLU after each block, 1x1-conv shortcuts).
     reference_backbone: bool = True
 
-    def __post_init__(self) -> None:
-        if self.classifier_loss not in ("nca", "ce"):
-            raise ConfigError(f"podnet.classifier_loss must be 'nca' or 'ce', got {self.classifier_loss!r}")
-        if self.proxies < 1:
-            raise ConfigError(f"podnet.proxies must be at least 1, got {self.proxies}")
-
 
 @dataclass(frozen=True)
 class LUCIROptions:
     # None: the LT-CIL code's value, see ``reference_lamb_base`` (5, except LUCIR-2stage on the
     # ImageNet family: 10). The paper's Sec. 4.1 says "5 for CIFAR100 and 10 for ImageNet".
-    lamb_base: float | None = None
+    lamb_base: float | None = positive(None)
     # Eq. 7: lambda = lambda_base * sqrt(|C_old| / |C_new|).
     adaptive_lambda: bool = True
     # Sec. 4.1: "K is set to 2" (hard negatives among the new classes).
-    K: int = 2
+    K: int = at_least(1, 2)
     # Sec. 4.1: "m is set to 0.5 for all experiments".
-    margin: float = 0.5
+    margin: float = at_least(0, 0.5)
     # The weight of the margin ranking loss, 1 in the official code (``--lw_mr 1``).
-    lamb_mr: float = 1.0
+    lamb_mr: float = at_least(0, 1.0)
     # Ablation switches (the LT-CIL code's --remove-less-forget / --remove-margin-ranking).
     less_forget: bool = True
     margin_ranking: bool = True
@@ -152,8 +143,8 @@ class LUCIROptions:
     # Class-balanced fine-tuning (official ``cbf_`` script: ``--cb_finetune --ft_epochs 20
     # --ft_base_lr 0.01 --ft_lr_strat 10``, ``ft_flag 2``: old and new weights learn, the feature
     # extractor and its BatchNorm statistics stay fixed). 0: off, as in the LT-CIL benchmark.
-    cbf_epochs: int = 0
-    cbf_lr: float = 0.01
+    cbf_epochs: int = at_least(0, 0)
+    cbf_lr: float = positive(0.01)
 
     def resolve_defaults(self, dataset: Any, approach: str) -> "LUCIROptions":
         """``lamb_base`` None -> the reference code's value for this approach and data set."""
@@ -174,33 +165,27 @@ def reference_lamb_base(approach: str, augment_family: str) -> float:
 @dataclass(frozen=True)
 class GVAlignOptions:
     # Stage 1. ``mixup_data(images, targets)`` with its default ``alpha=1.0``: lam ~ Beta(1, 1).
-    mixup_alpha: float = 1.0
+    mixup_alpha: float = at_least(0, 1.0, hint="0: no mixing")
     # ``loss = loss_criterion; loss += loss_mix``: the mixup term unweighted; 0 turns stage 1's
     # mixup off (the model then sees the original batch only).
-    mixup_weight: float = 1.0
+    mixup_weight: float = at_least(0, 1.0)
     # Stage 2. ``for e in range(100): ... classifier_tune(...)``: one SGD step per "epoch".
-    align_steps: int = 100
+    align_steps: int = at_least(0, 100, hint="0: no alignment")
     # ``samples = distrib.rsample()``: one pseudo-feature per class and step.
-    align_samples_per_class: int = 1
+    align_samples_per_class: int = at_least(1, 1)
     # ``lr = 0.1`` then ``torch.optim.SGD(heads.parameters(), lr=lr, weight_decay=self.wd,
     # momentum=self.momentum)``: a fixed 0.1, the run's weight decay and momentum.
-    align_lr: float = 0.1
+    align_lr: float = positive(0.1)
     # Steps after which the alignment lr is multiplied by the run's lr_gamma (the code reuses
     # the main phase's ``schedule_step``: none within 100 steps for CIFAR-100, 30 and 60 for
     # ImageNet-Subset).
-    align_milestones: tuple[int, ...] = ()
+    align_milestones: tuple[int, ...] = at_least(1, ())
     # ``protosave(self.model, trn_loader, ...)``: the prototypes and the covariance come from the
     # training loader, i.e. from augmented views; false: from the un-augmented images.
     prototype_augment: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "align_milestones", tuple(int(m) for m in self.align_milestones))
-        if self.mixup_alpha < 0:
-            raise ConfigError(f"gvalign: mixup_alpha must be >= 0 (0: no mixing), got {self.mixup_alpha}")
-        if self.align_steps < 0:
-            raise ConfigError(f"gvalign: align_steps must be >= 0 (0: no alignment), got {self.align_steps}")
-        if self.align_samples_per_class < 1:
-            raise ConfigError(f"gvalign: align_samples_per_class must be at least 1, got {self.align_samples_per_class}")
         super_post_init = getattr(super(), "__post_init__", None)
         if super_post_init is not None:
             super_post_init()
@@ -209,47 +194,36 @@ class GVAlignOptions:
 @dataclass(frozen=True)
 class TwoStageOptions:
     # LT-CIL code: ``self.stage2epoch = 30`` (EEIL-2stage: 1, see EEILTwoStageOptions).
-    stage2_epochs: int = 30
+    stage2_epochs: int = at_least(0, 30)
     # LT-CIL code, ``adjust_learning_rate_stage_2``: after the first epoch the LWS parameters'
     # group runs at ``(1 / lr_factor) * lr`` of the classifier's, lr_factor 10.
-    stage2_lr_factor: float = 0.1
+    stage2_lr_factor: float = positive(0.1)
     # False: the scales learn alone on a frozen classifier (the paper's description of LWS).
     stage2_train_head: bool = True
     # "class_aware": LT-CIL's ``ClassAwareSampler(num_samples_cls=4)``; "iid": independent
     # class-balanced draws.
-    stage2_sampler: str = "class_aware"
+    stage2_sampler: str = one_of("class_aware", "iid")
     # "ce" (what the public code computes) or "las" (label-aware smoothing, imported there but
     # unused).
-    stage2_loss: str = "ce"
+    stage2_loss: str = one_of("ce", "las")
     # For "las": MiSLAS's CIFAR-100-LT (rho = 100) stage-2 config: ``smooth_head: 0.4``,
     # ``smooth_tail: 0.1``, concave shape (MiSLAS's default).
-    smooth_head: float = 0.4
-    smooth_tail: float = 0.1
-    smooth_shape: str = "concave"
-
-    def __post_init__(self) -> None:
-        if self.stage2_sampler not in ("class_aware", "iid"):
-            raise ConfigError(f"stage2_sampler must be 'class_aware' or 'iid', got {self.stage2_sampler!r}")
-        if self.stage2_loss not in ("las", "ce"):
-            raise ConfigError(f"stage2_loss must be 'las' or 'ce', got {self.stage2_loss!r}")
-        if self.smooth_shape not in ("concave", "linear", "convex"):
-            raise ConfigError(f"smooth_shape must be concave, linear or convex, got {self.smooth_shape!r}")
-        super_post_init = getattr(super(), "__post_init__", None)
-        if super_post_init is not None:
-            super_post_init()
+    smooth_head: float = ranged(0.4, low=0, high=1, high_open=True)
+    smooth_tail: float = ranged(0.1, low=0, high=1, high_open=True)
+    smooth_shape: str = one_of("concave", "linear", "convex")
 
 
 @dataclass(frozen=True)
 class EEILTwoStageOptions(TwoStageOptions):
     # ``eeil_2stage.py``: ``# for e in range(self.stage2epoch):`` then ``for e in range(1):``.
-    stage2_epochs: int = 1
+    stage2_epochs: int = at_least(0, 1)
 
 
 @dataclass(frozen=True)
 class LUCIRTwoStageOptions(TwoStageOptions):
     # ``lucir_2stage.py``'s ``train_loop``: stage 1 runs only if the new data hold more than 10
     # images per new class on average; 0: always.
-    stage1_min_per_class: float = 10.0
+    stage1_min_per_class: float = at_least(0, 10.0)
 
 
 def variant_options(base: type, extra: type, class_name: str) -> type:

@@ -5,16 +5,21 @@
     python -m cil_core --list
 
 Positional arguments follow the paper's own ``main.sh``; ``script/main.sh`` maps that
-script's argument order onto this one. Errors a user can fix print one line and exit 2.
+script's argument order onto this one. Errors a user can fix print one line and exit 2;
+Ctrl-C and SIGTERM print one line and exit 130 (rerun the command to resume); a diverged
+loss exits 3.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import signal
 import sys
-from typing import Any
+import threading
+from typing import Any, Iterator
 
 from .errors import TrainingDiverged, UserError
 
@@ -60,6 +65,7 @@ def _prepare_parser() -> argparse.ArgumentParser:
 
 def _config_values(args: argparse.Namespace) -> dict[str, Any]:
     from .config import parse_set_items
+    from .errors import ConfigError
 
     values: dict[str, Any] = {
         "dataset": args.dataset,
@@ -72,6 +78,8 @@ def _config_values(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key)
         if value is not None:
             values[key] = value
+    if args.gpu is not None and args.gpu < 0:
+        raise ConfigError(f"--gpu must be a CUDA device index >= 0, got {args.gpu}; use --gpu 0 (or --device cpu)")
     if args.device is not None:
         values["device"] = args.device
     elif args.gpu is not None:
@@ -101,6 +109,27 @@ def _list() -> int:
     return 0
 
 
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT) or SIGTERM, as a shell reports a Ctrl-C
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (a scheduler's or ``kill``'s stop) takes the Ctrl-C path: the same message and
+    exit status, checkpoints of finished tasks kept. Only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -120,7 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         from .experiment import run_experiment
 
-        result = run_experiment(_config_values(args))
+        with _sigterm_as_ctrl_c():
+            result = run_experiment(_config_values(args))
+    except KeyboardInterrupt:
+        print(
+            "interrupted; finished tasks are kept in their checkpoints: run the same command again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping
 
 from .approach_options import canonical_approach, options_class
 from .errors import ConfigError
+from .ranges import check_milestones, check_ranges
 
 SCENARIOS = ("conv", "lt", "ltio")
 REQUIRED_KEYS = ("dataset", "approach", "scenario", "initial_classes", "total_tasks")
@@ -130,7 +131,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             as_float = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
-        if as_float != int(as_float):
+        if not math.isfinite(as_float) or as_float != int(as_float):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return int(as_float)
     if annotation is float:
@@ -174,7 +175,10 @@ def split_keys(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, dic
     for key, value in values.items():
         if key == "options":
             if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) or v is None for v in value.values()):
-                raise ConfigError(f"options: expected {{APPROACH: {{OPTION: VALUE}}}}, got {value!r}; or write APPROACH.OPTION=VALUE")
+                raise ConfigError(
+                    f"options: expected a mapping like {{'dgr': {{'dakd': False}}}}, got {value!r}; "
+                    "on the command line use --set APPROACH.KEY=VALUE (e.g. --set dgr.dakd=false)"
+                )
             for approach, opts in value.items():
                 options.setdefault(str(approach), {}).update(opts or {})
         elif "." in key:
@@ -188,7 +192,8 @@ def split_keys(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, dic
 def build_config(values: Mapping[str, Any]) -> RunConfig:
     """Build a RunConfig from flat keys (``lr``, ``dgr.dakd``) or a nested ``options`` dict.
 
-    Unknown keys and values of the wrong type raise :class:`ConfigError` naming the key.
+    Unknown keys, values of the wrong type and values out of their declared range raise
+    :class:`ConfigError` naming the key.
     """
     from .registry import get_dataset
 
@@ -211,7 +216,9 @@ def build_config(values: Mapping[str, Any]) -> RunConfig:
     for approach, opts in options.items():
         name = canonical_approach(approach)
         resolved_options[name] = {k: coerce_option(options_class(name), k, v, name) for k, v in opts.items()}
-    return RunConfig(**typed, options=resolved_options)
+    config = RunConfig(**typed, options=resolved_options)
+    check_config_ranges(config)  # here too, so a torch-free pre-check (the orchestrator's) sees them
+    return config
 
 
 def dataset_facts(config: RunConfig) -> Any:
@@ -230,11 +237,21 @@ def resolve_config(config: RunConfig) -> RunConfig:
     by it, so two runs with equal resolved configs compute the same thing. Resolving a
     resolved config changes nothing. Options of other approaches are dropped (they do nothing).
     """
+    from .registry import get_dataset
+
+    check_config_ranges(config)
+    dataset = get_dataset(config.dataset)
+    if config.data_root is not None and not dataset.reads_data_root:
+        raise ConfigError(
+            f"{dataset.name} is built in and reads no data folder, so --data-root {config.data_root} "
+            "would be ignored; drop --data-root (or pick the data set that lives there)"
+        )
     spec = dataset_facts(config)
     protocol = spec.protocol
     epochs = config.epochs if config.epochs is not None else protocol.epochs
     if config.lr_milestones is not None:
         milestones = tuple(config.lr_milestones)
+        check_milestones(milestones, epochs)
     elif config.epochs is not None and config.epochs != protocol.epochs:
         # Keep the schedule's shape when only the length changes (80,120 of 160 -> 1/2, 3/4).
         milestones = tuple(max(1, round(m * epochs / protocol.epochs)) for m in protocol.lr_milestones)
@@ -260,7 +277,8 @@ def resolve_config(config: RunConfig) -> RunConfig:
     if hook is not None:
         opts = hook(spec, config.approach)
     resolved = dataclasses.replace(config, options={config.approach: dataclasses.asdict(opts)}, **defaults)
-    check_config(resolved, spec)
+    check_config_ranges(resolved)  # the protocol's values too (an image list's own defaults)
+    check_combinations(resolved, spec)
     return resolved
 
 
@@ -287,31 +305,22 @@ def fingerprints_by_seed(config: RunConfig) -> Callable[[int], str]:
 _SEED_MARK = -918273645
 
 
-def check_config(config: RunConfig, spec: Any) -> None:
-    """Ranges and combinations of a resolved config, against the data set's facts."""
-    for key in ("epochs", "batch_size", "eval_batch_size", "image_size"):
-        if getattr(config, key) < 1:
-            raise ConfigError(f"{key} must be at least 1, got {getattr(config, key)}")
-    if not (math.isfinite(config.lr) and config.lr > 0):
-        raise ConfigError(f"lr must be a finite number > 0, got {config.lr}")
-    for key in ("seed", "lt_seed", "order_seed"):
-        value = getattr(config, key)
-        if value is not None and value < 0:
-            raise ConfigError(f"{key} must be >= 0, got {value}")
-    _check_combinations(config, spec)
+def check_config_ranges(config: RunConfig) -> None:
+    """Every number of ``config`` and of each approach's options within its declared range
+    (:mod:`cil_core.ranges`); raises :class:`ConfigError` naming the key, the value and the range."""
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "options"}
+    classes = {name: options_class(name) for name in config.options}
+    check_ranges(values, config.options, classes)
 
 
-def _check_combinations(config: RunConfig, spec: Any) -> None:
+def check_combinations(config: RunConfig, spec: Any) -> None:
+    """A resolved config against the data set's facts (its classes, whether it is long-tailed on disk)."""
     num_classes = spec.num_classes
-    if config.initial_classes < 1:
-        raise ConfigError(f"initial_classes must be at least 1, got {config.initial_classes}")
     if config.initial_classes >= num_classes and config.total_tasks > 1:
         raise ConfigError(
             f"initial_classes={config.initial_classes} leaves no classes for later tasks: "
             f"{config.dataset} has {num_classes} classes; use fewer initial classes"
         )
-    if config.total_tasks < 1:
-        raise ConfigError(f"total_tasks must be at least 1, got {config.total_tasks}")
     remaining = num_classes - config.initial_classes
     if config.total_tasks > 1 and config.total_tasks - 1 > remaining:
         raise ConfigError(
@@ -323,15 +332,6 @@ def _check_combinations(config: RunConfig, spec: Any) -> None:
             f"one task must hold all {num_classes} classes of {config.dataset}; "
             f"got initial_classes={config.initial_classes}"
         )
-    if not 0.0 <= config.val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must be in [0, 1), got {config.val_fraction}")
-    if config.augment not in ("reference", "crop_flip"):
-        raise ConfigError(f"augment must be 'reference' or 'crop_flip', got {config.augment!r}")
-    if config.pipeline not in ("auto", "tensor", "loader"):
-        raise ConfigError(f"pipeline must be auto, tensor or loader, got {config.pipeline!r}")
-    if config.memory_per_class < 0:
-        raise ConfigError(f"memory_per_class must be >= 0, got {config.memory_per_class}")
-    # (image lists whose folder alone tells: checked again once run_experiment binds the data)
     if config.scenario == "conv" and getattr(spec, "already_long_tailed", False):
         raise ConfigError(
             f"{config.dataset} is long-tailed on disk, so scenario 'conv' (balanced) is impossible; use lt or ltio"

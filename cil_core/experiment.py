@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -18,12 +20,12 @@ import numpy as np
 import torch
 
 from . import metrics as M
-from .config import RunConfig, build_config, check_config, fingerprint, resolve_config
+from .config import RunConfig, build_config, check_combinations, fingerprint, resolve_config
 from .data.batches import make_pipeline
 from .data.scenarios import build_scenario
 from .engine.learner import Learner
 from .errors import ConfigError
-from .registry import get_dataset, get_method
+from .registry import get_backbone, get_dataset, get_method
 from .results import SCHEMA_VERSION, atomic_write_json, git_sha, library_versions, validate_result
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,8 @@ def select_device(spec: str) -> torch.device:
             _cpu_notice_given = True
         return torch.device("cpu")
     if spec.startswith("cuda"):
+        if not re.fullmatch(r"cuda(:\d+)?", spec):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N with N >= 0, got {spec!r}; e.g. --device cuda:0")
         if not torch.cuda.is_available():
             raise ConfigError(f"device {spec!r} asked for but no CUDA device is visible; use --device cpu or auto")
         device = torch.device(spec)
@@ -66,6 +70,29 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def check_out_path(out: Path) -> None:
+    """Refuse an ``--out`` that can never hold a run folder, without writing anything: an
+    existing file, a path below a file, or (where the OS can tell) a folder not writable."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder; give a folder path (a new one or a run folder)")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out} lies below the file {parent}, so no folder can be made there; give another --out")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: {parent} is not writable; give a --out you can write to")
+
+
+def _write_config(out: Path, config: RunConfig, fp: str) -> None:
+    """Create the run folder and write ``config.json``: the run's first write."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "config.json", {"fingerprint": fp, **config.to_dict()})
+    except OSError as exc:
+        raise ConfigError(f"cannot write the run folder {out}: {exc.strerror or exc}; give a --out you can write to") from None
 
 
 def _check_out_dir(out: Path, config: RunConfig, fp: str) -> dict[str, Any] | None:
@@ -107,19 +134,21 @@ def run_experiment(
     if not isinstance(config, RunConfig):
         config = build_config(config)
     config = resolve_config(config)
+    get_backbone(config.backbone)  # an unknown name is refused here, not when the model is built
     fp = fingerprint(config)
     out = Path(config.out).resolve() if config.out else None
     if out is not None:
+        check_out_path(out)
         finished = _check_out_dir(out, config, fp)
         if finished is not None:
             log.info("%s already finished; nothing to do", out)
             return finished
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "config.json", {"fingerprint": fp, **config.to_dict()})
+    # Everything a user can get wrong is checked before the run folder is touched (device,
+    # data, scenario), so a refused command leaves --out as it was and its corrected form runs.
     device = select_device(config.device)
     seed_everything(config.seed)
     spec = get_dataset(config.dataset).bind(config)
-    check_config(config, spec)  # again with what only the data folder tells (image lists)
+    check_combinations(config, spec)  # again with what only the data folder tells (image lists)
     dataset = spec.load(config)
     scenario = build_scenario(
         dataset.train.labels,
@@ -137,6 +166,8 @@ def run_experiment(
         profile_rule=spec.profile_rule,
     )
     pipeline = make_pipeline(dataset, scenario.label_map, config, device)
+    if out is not None:
+        _write_config(out, config, fp)
     learner = Learner(
         config=config,
         dataset=dataset,

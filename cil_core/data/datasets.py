@@ -82,6 +82,7 @@ class _Spec:
     already_long_tailed: bool = False
     profile_rule: str = "by_original_id"
     augment_family: str = "cifar"  # what data-set-dependent option defaults key on (LUCIR)
+    reads_data_root: bool = True  # False: built in (nothing on disk), so --data-root is a mistake
 
     def default_root(self) -> Path:
         return Path("data") / self.name
@@ -376,6 +377,7 @@ class Digits(_Spec):
     """
 
     name = "digits"
+    reads_data_root = False
     num_classes = 10
     protocol = DIGITS_PROTOCOL
 
@@ -427,6 +429,7 @@ class Synthetic(_Spec):
     """
 
     name = "synthetic"
+    reads_data_root = False
     num_classes = 20
     protocol = SYNTHETIC_PROTOCOL
     train_per_class = 60

@@ -19,7 +19,6 @@ Prediction uses the bias-corrected logits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np

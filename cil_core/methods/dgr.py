@@ -76,8 +76,13 @@ def reweighted_classifier_gradient(
     Returns ``(weight_grad, bias_grad, accumulated)``: ``accumulated`` is Phi after adding
     this step's per-class CE gradient norms (the caller keeps it for the next step).
     """
-    features = features.float()
-    grad_ce = grad_ce.float()
+    # Detached: the result is a gradient, not part of the model's graph. Without this the
+    # features (which require grad) tie every step's Phi and classifier gradient into one
+    # autograd graph that grows by a node chain per step for the whole task.
+    features = features.detach().float()
+    grad_ce = grad_ce.detach().float()
+    accumulated = accumulated.detach()
+    grad_kd = grad_kd.detach() if grad_kd is not None else None
     weight_ce = grad_ce.t() @ features  # (C, D): row c is dL_ce/dW_c
     bias_ce = grad_ce.sum(0)
     norms_ce = weight_ce.norm(dim=1)

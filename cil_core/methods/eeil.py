@@ -16,7 +16,6 @@ on top of flips) and its gradient noise; FACIL and the LT-CIL benchmark leave bo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch

@@ -68,7 +68,6 @@ hard-coded checkpoint path) is an exploration that no script runs, not the publi
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np

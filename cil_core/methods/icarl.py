@@ -11,7 +11,6 @@ that of its mirror image (as the reference implementations do).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch

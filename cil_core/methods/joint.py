@@ -8,7 +8,6 @@ continues from the previous task's weights instead (FACIL's ``joint``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 import torch

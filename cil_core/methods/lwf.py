@@ -9,7 +9,6 @@ paper's exemplar-free setting.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 import torch

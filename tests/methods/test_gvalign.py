@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from cil_core import losses
-from cil_core.config import build_config, coerce_option
+from cil_core.config import build_config, coerce_option, resolve_config
 from cil_core.engine.heads import CosineHead, LocalSimilarityHead
 from cil_core.engine.learner import Step
 from cil_core.errors import ConfigError
@@ -303,5 +303,9 @@ def test_options_come_from_set():
     })
     opts = config.method_options()
     assert opts.align_steps == 20 and opts.mixup_alpha == 0.5 and opts.proxies == 10
-    with pytest.raises(ConfigError):
-        LUCIRGVAlign.Options(align_samples_per_class=0)
+    # Ranges are checked when the config is resolved (cil_core.ranges), before anything runs.
+    with pytest.raises(ConfigError, match="lucir_gvalign.align_samples_per_class must be >= 1"):
+        resolve_config(build_config({
+            "dataset": "synthetic", "approach": "lucir_gvalign", "scenario": "lt", "initial_classes": 10,
+            "total_tasks": 2, "lucir_gvalign.align_samples_per_class": "0",
+        }))

@@ -1,8 +1,11 @@
 """`python -m cil_core` refuses bad input before training: exit 2, one line naming the fix.
 
 Each case calls the CLI's ``main`` in-process (the same code path as the console) and
-checks three things: the exit status, that stderr is exactly one ``error:`` line, and that
-no result was written (nothing trained).
+checks: the exit status, that stderr is exactly one ``error:`` line, that nothing trained
+(the Learner is replaced by one that fails the test if it is ever constructed), and that the
+``--out`` folder is exactly as before (nothing written). The cases of the table
+:data:`REFUSED` then run the corrected command in the same ``--out`` to the end: a refused
+command never costs the run its folder.
 """
 
 from __future__ import annotations
@@ -13,17 +16,122 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cil_core import experiment
 from cil_core.cli import main
 
+# A tiny valid run: 2 tasks of the synthetic set, 1 epoch each (a few seconds on a CPU).
+SYNTHETIC = ["synthetic", "finetune", "lt", "10", "2", "--device", "cpu", "--epochs", "1", "-q"]
 
-def run_cli(capsys, tmp_path: Path, *argv: str) -> tuple[int, str]:
+
+def _training_started(**kwargs):
+    raise AssertionError("a refused command constructed the Learner: training started")
+
+
+def snapshot(path: Path):
+    """What lies at ``path``: None, a file's bytes, or a folder's {relative path: bytes}."""
+    if not path.exists():
+        return None
+    if path.is_file():
+        return path.read_bytes()
+    return {str(p.relative_to(path)): (p.read_bytes() if p.is_file() else None) for p in sorted(path.rglob("*"))}
+
+
+def refuse(capsys, monkeypatch, out: Path, argv: list[str]) -> tuple[int, str]:
+    """Run a command that must be refused: returns (exit status, its one ``error:`` line) after
+    checking that nothing trained and nothing under ``out`` changed."""
+    before = snapshot(out)
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        patch.setattr(experiment, "Learner", _training_started)
+        code = main([*argv, "--out", str(out)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert snapshot(out) == before, "a refused command wrote into --out"
+    assert len(err) == 1 and err[0].startswith("error:"), err
+    return code, err[0]
+
+
+def run_ok(capsys, out: Path, argv: list[str]) -> None:
+    """The corrected command runs to the end in ``out``."""
+    assert main([*argv, "--out", str(out)]) == 0, capsys.readouterr().err
+    assert (out / "result.json").exists()
+
+
+def run_cli(capsys, tmp_path: Path, *argv: str, monkeypatch=None) -> tuple[int, str]:
+    return refuse(capsys, monkeypatch or pytest.MonkeyPatch(), tmp_path / "run", list(argv))
+
+
+# (case id, what is added to SYNTHETIC, a fragment of the message, the corrected additions).
+# tests/README.md's "Bad input refused" table lists every one with its full message.
+REFUSED = [
+    ("batch_size_0", ["--batch-size", "0"], "error: batch_size must be >= 1, got 0; use a value >= 1", ["--batch-size", "16"]),
+    ("seed_negative", ["--seed", "-1"], "error: seed must be in [0, 4294967295] (NumPy's seeds are 32-bit), got -1", ["--seed", "1"]),
+    ("order_seed_negative", ["--order-seed", "-1"], "error: order_seed must be in [0, 4294967295]", ["--order-seed", "1"]),
+    ("lt_seed_too_big", ["--lt-seed", str(2**32)], "error: lt_seed must be in [0, 4294967295]", ["--lt-seed", "1"]),
+    ("lr_negative", ["--lr", "-0.1"], "error: lr must be > 0, got -0.1; use a value > 0", ["--lr", "0.05"]),
+    ("lr_nan", ["--set", "lr=nan"], "error: lr must be a finite number > 0, got nan; use a finite value > 0", ["--set", "lr=0.05"]),
+    ("lr_inf", ["--set", "lr=inf"], "error: lr must be a finite number > 0, got inf", ["--set", "lr=0.05"]),
+    ("rho_below_1", ["--set", "rho=0.5"], "error: rho must be >= 1 (the imbalance ratio n_max / n_min; 1: balanced), got 0.5", ["--set", "rho=10"]),
+    ("momentum_1", ["--set", "momentum=1"], "error: momentum must be in [0, 1), got 1.0", ["--set", "momentum=0.5"]),
+    ("val_fraction_1", ["--set", "val_fraction=1"], "error: val_fraction must be in [0, 1), got 1.0", ["--set", "val_fraction=0.2"]),
+    ("unknown_backbone", ["--set", "backbone=nope"], "error: unknown backbone 'nope'; choose one of: convnet,", ["--set", "backbone=convnet"]),
+    ("options_not_a_mapping", ["--set", "options=foo"], "error: options: expected a mapping", []),
+    ("num_workers_negative", ["--set", "pipeline=loader", "--set", "num_workers=-1"], "error: num_workers must be >= 0 (0: load in the main process), got -1", ["--set", "pipeline=loader", "--set", "num_workers=0"]),
+    ("eval_batch_size_0", ["--set", "eval_batch_size=0"], "error: eval_batch_size must be >= 1, got 0", ["--set", "eval_batch_size=64"]),
+    ("image_size_0", ["--set", "image_size=0"], "error: image_size must be >= 1, got 0", ["--set", "image_size=16"]),
+    ("memory_per_class_fraction", ["--set", "memory_per_class=0.5"], "error: memory_per_class: expected an integer, got '0.5'", ["--set", "memory_per_class=5"]),
+    ("epochs_nan", ["--set", "epochs=nan"], "error: epochs: expected an integer, got 'nan'", ["--set", "epochs=1"]),
+    ("milestones_not_increasing", ["--epochs", "3", "--set", "lr_milestones=2,1"], "error: lr_milestones must increase and lie in 1..2", ["--epochs", "3", "--set", "lr_milestones=1,2"]),
+    ("milestone_beyond_epochs", ["--epochs", "2", "--set", "lr_milestones=5"], "error: lr_milestones must increase and lie in 1..1", ["--epochs", "2", "--set", "lr_milestones=1"]),
+    ("approach_option_out_of_range", ["--set", "approach=dgr", "--set", "dgr.temperature=0"], "error: dgr.temperature must be > 0, got 0.0; use a value > 0", ["--set", "approach=dgr", "--set", "dgr.temperature=2"]),
+    ("approach_option_not_a_choice", ["--set", "approach=icarl", "--set", "icarl.classifier=knn"], "error: icarl.classifier must be one of nme, cnn, got 'knn'; use one of nme, cnn", ["--set", "approach=icarl", "--set", "icarl.classifier=cnn"]),
+    ("gpu_negative", ["--gpu", "-1"], "error: --gpu must be a CUDA device index >= 0, got -1; use --gpu 0 (or --device cpu)", []),
+    ("device_malformed", ["--device", "cuda:-1"], "error: device must be auto, cpu, cuda or cuda:N with N >= 0, got 'cuda:-1'; e.g. --device cuda:0", ["--device", "cpu"]),
+    ("data_root_ignored", ["--data-root", "DATA"], "error: synthetic is built in and reads no data folder, so --data-root", []),
+]
+
+
+@pytest.mark.parametrize("added, message, corrected", [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
+def test_refused_before_anything_is_written_then_the_corrected_command_runs(capsys, monkeypatch, tmp_path, added, message, corrected):
     out = tmp_path / "run"
-    code = main([*argv, "--out", str(out)])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert not (out / "result.json").exists(), "a refused run must not train"
-    errors = [line for line in err if line.startswith("error:")]
-    assert len(errors) == 1, err
-    return code, errors[0]
+    added = [str(tmp_path) if a == "DATA" else a for a in added]
+    code, line = refuse(capsys, monkeypatch, out, SYNTHETIC + added)
+    assert code == 2
+    assert line.startswith(message), line
+    run_ok(capsys, out, SYNTHETIC + corrected)
+
+
+@pytest.mark.parametrize(
+    "make_out, message",
+    [
+        (lambda tmp: _file(tmp / "a_file"), "is a file, not a folder; give a folder path"),
+        (lambda tmp: _file(tmp / "a_file") / "run", "lies below the file"),
+        (lambda tmp: Path("/proc/cil_core_cannot_write_here/run"), "cannot write the run folder /proc/cil_core_cannot_write_here/run"),
+    ],
+    ids=["existing_file", "below_a_file", "unwritable"],
+)
+def test_unusable_out_is_refused_and_left_alone(capsys, monkeypatch, tmp_path, make_out, message):
+    bad_out = make_out(tmp_path)
+    code, line = refuse(capsys, monkeypatch, bad_out, SYNTHETIC)
+    assert code == 2 and message in line and "--out" in line, line
+    run_ok(capsys, tmp_path / "run", SYNTHETIC)
+
+
+def _file(path: Path) -> Path:
+    path.write_text("not a folder\n")
+    return path
+
+
+def test_folder_of_another_config_is_refused_and_kept(capsys, monkeypatch, tmp_path):
+    """README: "a folder of another config is refused". The finished run's folder stays as it
+    was; the same command again returns its result without training."""
+    out = tmp_path / "run"
+    run_ok(capsys, out, SYNTHETIC)
+    code, line = refuse(capsys, monkeypatch, out, SYNTHETIC + ["--seed", "1"])
+    assert code == 2 and f"{out} holds a run of a different config" in line and "use another --out" in line
+    with monkeypatch.context() as patch:
+        patch.setattr(experiment, "Learner", _training_started)
+        assert main([*SYNTHETIC, "--out", str(out)]) == 0  # finished: returned, not trained again
+    run_ok(capsys, tmp_path / "other", SYNTHETIC + ["--seed", "1"])
 
 
 def write_image_list(root: Path, train_lines: list[str], n_classes: int = 3) -> None:

@@ -9,8 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from types import SimpleNamespace
+
+from torch import nn
+
 from cil_core import losses
-from cil_core.methods.dgr import Options, reweighted_classifier_gradient, task_statistics
+from cil_core.engine.learner import Step, TaskContext, backward_split
+from cil_core.engine.network import LinearHead
+from cil_core.methods.dgr import DGR, Options, reweighted_classifier_gradient, task_statistics
 
 
 def test_task_statistics_match_hand_computation():
@@ -77,26 +83,37 @@ def test_dakd_gradient_matches_autograd():
 
 
 def _slow_reference(W, b, feats, y, teacher_old, log_prior, stats_kd, n_old, gamma, accumulated, opts):
-    """METHOD.md 2.2-2.5 transcribed literally: one Python iteration per class row."""
+    """METHOD.md 2.2-2.5 transcribed literally: one Python iteration per class row.
+
+    The ablation switches of ``opts`` as METHOD.md states them: ``logit_adjust=False`` plain CE,
+    ``dakd=False`` Hinton KD, ``intra_phase=False`` alpha_c = 1, ``inter_phase=False``
+    r_old = r_new = 1 (``attenuation=False`` is gamma = 1, passed in by the caller)."""
     W = W.clone().requires_grad_(True)
     b = b.clone().requires_grad_(True)
     logits = feats @ W.t() + b
-    l_ce = F.cross_entropy(logits + log_prior, y)
+    l_ce = F.cross_entropy(logits + log_prior if opts.logit_adjust else logits, y)
     g_ce_w, g_ce_b = torch.autograd.grad(l_ce, (W, b), retain_graph=True)
     C = W.shape[0]
     phi = [accumulated[c].item() + g_ce_w[c].norm().item() for c in range(C)]
     if n_old == 0:
-        alpha = [min(phi) / phi[c] for c in range(C)]
+        alpha = [min(phi) / phi[c] if opts.intra_phase else 1.0 for c in range(C)]
         return (torch.stack([alpha[c] * g_ce_w[c] for c in range(C)]), torch.stack([alpha[c] * g_ce_b[c] for c in range(C)]))
     p, rho, beta = stats_kd
-    l_kd = beta * 4 * losses.dakd_loss(logits[:, :n_old], teacher_old, p, rho, 2.0)
+    if opts.dakd:
+        l_kd = beta * 4 * losses.dakd_loss(logits[:, :n_old], teacher_old, p, rho, 2.0)
+    else:  # Hinton KD at T = 2, written out
+        target = torch.softmax(teacher_old / 2.0, 1)
+        l_kd = beta * 4 * -(target * torch.log_softmax(logits[:, :n_old] / 2.0, 1)).sum(1).mean()
     g_kd_w, g_kd_b = torch.autograd.grad(l_kd, (W, b))
     old = phi[:n_old]
     new = phi[n_old:]
-    alpha = [min(old) / v for v in old] + [min(new) / v for v in new]
+    if opts.intra_phase:
+        alpha = [min(old) / v for v in old] + [min(new) / v for v in new]
+    else:
+        alpha = [1.0] * C
     m_old, m_new = sum(old) / len(old), sum(new) / len(new)
-    r_old = min(1.0, m_new / m_old)
-    r_new = min(1.0, gamma * m_new / m_old)
+    r_old = min(1.0, m_new / m_old) if opts.inter_phase else 1.0
+    r_new = min(1.0, gamma * m_new / m_old) if opts.inter_phase else 1.0
     w = [alpha[c] * (r_old if c < n_old else r_new) for c in range(C)]
     num = math.sqrt(sum((w[c] * g_ce_w[c].norm().item()) ** 2 for c in range(C)))
     den = math.sqrt(sum(g_kd_w[c].norm().item() ** 2 for c in range(n_old)))
@@ -180,3 +197,105 @@ def test_zero_kd_gradient_gives_k_zero():
         options=Options(),
     )
     assert torch.isfinite(w).all() and torch.isfinite(b).all()
+
+
+SWITCHES = ["dakd", "logit_adjust", "intra_phase", "inter_phase", "attenuation"]
+
+
+def _engine_step(opts: Options, seed: int = 3):
+    """DGR's real hooks on a real linear head through the engine's ``backward_split``.
+
+    Task 1 of a run: 4 old classes (memory capped at 20 images), 5 new ones; Phi already
+    holds earlier steps' norms. Returns the head, the backbone, the inputs the reference needs."""
+    torch.manual_seed(seed)
+    C, D, B, n_old = 9, 6, 18, 4
+    class_counts = np.array([50, 40, 30, 20, 10, 9, 8, 7, 6])
+    train_counts = np.minimum(class_counts, [20, 20, 20, 20, 1000, 1000, 1000, 1000, 1000])
+    ctx = TaskContext(
+        task=1, num_tasks=2, n_old=n_old, n_seen=C, new_indices=np.zeros(0, dtype=np.int64),
+        memory_indices=np.zeros(0, dtype=np.int64), class_counts=class_counts, train_counts=train_counts,
+    )
+    backbone = nn.Linear(5, D)
+    head = LinearHead(D)
+    head.grow(C)
+    method = DGR(learner=SimpleNamespace(device=torch.device("cpu")), options=opts)
+    method.before_task(ctx)
+    method.accumulated = torch.rand(C) * 3  # Phi from earlier steps of the task
+    phi_before = method.accumulated.clone()
+    x = torch.randn(B, 5)
+    y = torch.cat([torch.arange(C), torch.randint(0, C, (B - C,))])
+    features = backbone(x)
+    out = {"features": features, "logits": head(features)}
+    teacher = {"logits": torch.randn(B, C)}
+    step = Step(x=x, y=y, out=out, teacher_out=teacher, ctx=ctx, phase=None)
+    terms = method.loss_terms(step)
+    backward_split(head, step, terms, method.classifier_gradient)
+    return SimpleNamespace(
+        method=method, head=head, backbone=backbone, x=x, y=y, features=features.detach(),
+        terms={k: v.detach() for k, v in terms.items()},
+        teacher_old=teacher["logits"][:, :n_old], class_counts=class_counts, train_counts=train_counts,
+        phi_before=phi_before, n_old=n_old,
+    )
+
+
+def _reference_of(run, opts: Options):
+    """The transcription's classifier gradient for ``run``'s batch, every statistic by hand."""
+    n_old, counts, kept = run.n_old, run.class_counts.astype(float), run.train_counts.astype(float)
+    n_seen_images, n_new_images = counts[:n_old].sum(), counts[n_old:].sum()
+    gamma = math.exp(-n_seen_images / (n_seen_images + n_new_images)) if opts.attenuation else 1.0
+    beta = 0.7 * math.sqrt(n_seen_images / n_new_images)
+    removed = torch.tensor(counts[:n_old] - kept[:n_old], dtype=torch.float32)
+    log_prior = torch.log(torch.tensor(kept / kept.sum(), dtype=torch.float32))
+    stats = (losses.removed_share(removed), losses.normalised_entropy(removed), beta)
+    return _slow_reference(
+        run.head.weight.detach(), run.head.bias.detach(), run.features, run.y, run.teacher_old, log_prior,
+        stats, n_old, gamma, run.phi_before, opts,
+    )
+
+
+@pytest.mark.parametrize("switch", [None, *SWITCHES])
+def test_engine_hooks_match_the_transcription_with_each_switch(switch):
+    """loss_terms -> backward_split -> classifier_gradient, as the Learner calls them, equal the
+    per-class transcription; each ablation switch changes exactly its own factor (the reference
+    with that factor off matches, the default reference does not)."""
+    opts = Options() if switch is None else Options(**{switch: False})
+    run = _engine_step(opts)
+    ref_w, ref_b = _reference_of(run, opts)
+    assert torch.allclose(run.head.weight.grad, ref_w, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(run.head.bias.grad, ref_b, rtol=1e-4, atol=1e-6)
+    if switch is not None:
+        default_w, _ = _reference_of(run, Options())
+        assert not torch.allclose(ref_w, default_w, rtol=1e-3, atol=1e-5), f"{switch}=false changed nothing"
+    # The backbone gets the gradient of the plain sum of the terms (backward_split's claim).
+    features = run.backbone(run.x)
+    logits = run.head(features)
+    step = Step(x=run.x, y=run.y, out={"features": features, "logits": logits},
+                teacher_out={"logits": torch.cat([run.teacher_old, torch.zeros(len(run.x), 5)], 1)},
+                ctx=SimpleNamespace(n_old=run.n_old, n_seen=9), phase=None)
+    expected = torch.autograd.grad(sum(run.method.loss_terms(step).values()), list(run.backbone.parameters()))
+    for param, grad in zip(run.backbone.parameters(), expected):
+        assert torch.allclose(param.grad, grad, rtol=1e-5, atol=1e-7)
+    # What the method keeps and what it assigned carry no autograd graph.
+    for kept in (run.method.accumulated, run.head.weight.grad, run.head.bias.grad):
+        assert kept.grad_fn is None and not kept.requires_grad
+
+
+def test_switches_change_the_terms_they_name():
+    """dakd=false: the KD term is plain Hinton KD; logit_adjust=false: the CE term loses the prior;
+    attenuation=false: gamma = 1; the other switches leave the loss terms alone."""
+    default = _engine_step(Options())
+    logits = default.head(default.features).detach()
+    stats = default.method.stats
+    kd_plain = stats.beta * 4 * -(torch.softmax(default.teacher_old / 2, 1) * torch.log_softmax(logits[:, :4] / 2, 1)).sum(1).mean()
+    assert float(default.terms["ce"]) == pytest.approx(float(F.cross_entropy(logits + stats.log_prior, default.y)), rel=1e-6)
+    assert float(default.terms["kd"]) != pytest.approx(float(kd_plain), rel=1e-3)
+    plain_kd = _engine_step(Options(dakd=False))
+    assert float(plain_kd.terms["kd"]) == pytest.approx(float(kd_plain), rel=1e-6)
+    assert float(plain_kd.terms["ce"]) == pytest.approx(float(default.terms["ce"]), rel=1e-6)
+    no_prior = _engine_step(Options(logit_adjust=False))
+    assert float(no_prior.terms["ce"]) == pytest.approx(float(F.cross_entropy(logits, default.y)), rel=1e-6)
+    assert float(no_prior.terms["kd"]) == pytest.approx(float(default.terms["kd"]), rel=1e-6)
+    assert _engine_step(Options(attenuation=False)).method.stats.gamma == 1.0 and stats.gamma < 1.0
+    for switch in ("intra_phase", "inter_phase", "attenuation"):
+        terms = _engine_step(Options(**{switch: False})).terms
+        assert {k: float(v) for k, v in terms.items()} == {k: float(v) for k, v in default.terms.items()}

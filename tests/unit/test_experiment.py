@@ -5,8 +5,11 @@ of the same command that ends with the uninterrupted run's result."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +142,63 @@ def test_compile_flag_wraps_the_training_forward_once(tmp_path, monkeypatch):
     wrapped.clear()
     run_experiment({**config, "compile": False, "out": str(tmp_path / "plain")})
     assert wrapped == []
+
+
+def _cli_result(out: Path, *flags: str) -> dict:
+    from cil_core.cli import main
+
+    argv = ["synthetic", "finetune", "lt", "10", "2", "--device", "cpu", "--epochs", "1", "-q", "--out", str(out), *flags]
+    assert main(argv) == 0
+    return json.loads((out / "result.json").read_text())
+
+
+def test_order_and_lt_seeds_reproduce_end_to_end(tmp_path):
+    """--order-seed and --lt-seed through the CLI: the same pair twice gives the same result;
+    another order seed another class order; another lt seed the same order but other images."""
+    first = _cli_result(tmp_path / "a", "--order-seed", "3", "--lt-seed", "5")
+    again = _cli_result(tmp_path / "b", "--order-seed", "3", "--lt-seed", "5")
+    assert first["seeds"] == {"seed": 0, "order_seed": 3, "lt_seed": 5}
+    assert deterministic_part(first)["acc_matrix"] == deterministic_part(again)["acc_matrix"]
+    assert {k: v for k, v in deterministic_part(first).items() if k != "config"} == {
+        k: v for k, v in deterministic_part(again).items() if k != "config"
+    }
+    other_order = _cli_result(tmp_path / "c", "--order-seed", "4", "--lt-seed", "5")
+    assert other_order["class_order"] != first["class_order"]
+    other_lt = _cli_result(tmp_path / "d", "--order-seed", "3", "--lt-seed", "6")
+    assert other_lt["class_order"] == first["class_order"] and other_lt["train_counts"] == first["train_counts"]
+    # Other images of the same sizes: the training losses (log.jsonl) differ; the same seeds repeat them.
+    assert _epoch_losses(tmp_path / "a") == _epoch_losses(tmp_path / "b")
+    assert _epoch_losses(tmp_path / "d") != _epoch_losses(tmp_path / "a")
+
+
+def _epoch_losses(out: Path) -> list:
+    return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_sigterm_behaves_as_ctrl_c(tmp_path, signum):
+    """`python -m cil_core` stopped in task 1 (after task 0's checkpoint) by Ctrl-C or SIGTERM:
+    exit 130 and the same one line; the same command then resumes after task 0 and finishes."""
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "cil_core", "synthetic", "finetune", "lt", "10", "2", "--device", "cpu",
+            "--epochs", "10", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        while not (out / "checkpoints" / "task_000.pt").exists():
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 130, err
+    assert lines[-1] == "interrupted; finished tasks are kept in their checkpoints: run the same command again to resume"
+    assert not (out / "result.json").exists()
+    again = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "resumed after task 0" in again.stderr and (out / "result.json").exists()
