@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cil_core.backbones.resnet_cifar import resnet8, resnet32
+from cil_core.registry import get_backbone
 from cil_core.engine.execution import bf16_supported
 from cil_core.config import RunConfig
 from cil_core.data.batches import LoaderPipeline, TensorPipeline, default_workers
@@ -87,10 +87,18 @@ def tinyimagenet(data_root: str | None) -> LoadedDataset:
     return get_dataset("tinyimagenet100_lt").bind(cfg).load(cfg)
 
 
+def digits() -> LoadedDataset:
+    """scikit-learn's digits (8x8 grey, 10 classes): the ``digits`` protocol's data, for its convnet."""
+    from cil_core.registry import get_dataset
+
+    cfg = RunConfig(dataset="digits", approach="finetune", scenario="lt", initial_classes=4, total_tasks=4)
+    return get_dataset("digits").bind(cfg).load(cfg)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--data", choices=("random", "tinyimagenet"), default="random")
+    parser.add_argument("--data", choices=("random", "tinyimagenet", "digits"), default="random")
     parser.add_argument("--data-root", default="/work/shared/data/tinyimagenet100_lt")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--batches", type=int, default=None, help="batches per timed epoch (default: 8 on CPU, the full epoch on CUDA)")
@@ -103,7 +111,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads in the training process (0: torch's default)")
     parser.add_argument("--compare", choices=("pipeline", "precision"), default="pipeline",
                         help="pipeline: tensor vs loader; precision: fp32 vs bf16 autocast + channels-last (tensor pipeline)")
-    parser.add_argument("--backbone", choices=("resnet32", "resnet8"), default="resnet32")
+    parser.add_argument("--backbone", choices=("resnet32", "resnet8", "convnet"), default="resnet32",
+                        help="convnet: the digits protocol's (use with --data digits --batch-size 32)")
     parser.add_argument("--amp", action="store_true", help="pipeline comparison: both under bf16 autocast")
     parser.add_argument("--channels-last", action="store_true", help="pipeline comparison: both channels-last")
     args = parser.parse_args()
@@ -111,7 +120,7 @@ def main() -> None:
     device = torch.device(args.device)
     threads = setup_threads(device, args.threads)
     sync = syncer(device)
-    dataset = random_cifar100_lt() if args.data == "random" else tinyimagenet(args.data_root)
+    dataset = {"random": random_cifar100_lt, "digits": digits}.get(args.data, lambda: tinyimagenet(args.data_root))()
     n_train = len(dataset.train)
     epoch_batches = math.ceil(n_train / args.batch_size)
     if args.batches is not None:
@@ -144,8 +153,8 @@ def main() -> None:
     )
 
     torch.manual_seed(0)
-    net = resnet32 if args.backbone == "resnet32" else resnet8
-    initial = IncrementalNet(net(), LinearHead(64))
+    backbone = get_backbone(args.backbone)(in_channels=int(dataset.train.images.shape[1]))
+    initial = IncrementalNet(backbone, LinearHead(backbone.feature_dim))
     initial.head.grow(dataset.num_classes)
     models, optimisers = {}, {}
     for name, (_, _, channels_last) in variants.items():
