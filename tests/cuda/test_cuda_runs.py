@@ -45,7 +45,7 @@ def test_same_seeds_reproduce_on_cuda(tmp_path):
     config = {**BASE, "device": "cuda", "amp": False, "channels_last": True}
     a = run_experiment({**config, "out": str(tmp_path / "a")})
     b = run_experiment({**config, "out": str(tmp_path / "b")})
-    for key in ("class_order", "task_classes", "train_counts", "counts_before_val", "seeds", "config"):
+    for key in ("fingerprint", "class_order", "task_classes", "train_counts", "counts_before_val", "seeds"):
         assert a[key] == b[key], key
     assert _epoch_losses(tmp_path / "b") == pytest.approx(_epoch_losses(tmp_path / "a"), rel=0.005)
     assert np.allclose(np.concatenate(a["acc_matrix"]), np.concatenate(b["acc_matrix"]), atol=2.0)
