@@ -50,7 +50,7 @@ def _dgr_step(model: IncrementalNet, teacher: IncrementalNet, x: torch.Tensor, y
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
+    return float((a - b).detach().norm() / b.detach().norm())
 
 
 @needs_bf16
