@@ -80,15 +80,15 @@ step() {
 
 # 1. The CUDA tests (DGR on synthetic 32x32 ResNet-32 fp32/bf16 compiled, reproducibility,
 #    checkpoint CUDA -> CPU -> CUDA, tensor pipeline on the device, packing 4 trials at gpu 0.25).
-step cuda_tests 200 "$PY" -m pytest -m cuda tests/cuda -q -rs -p no:cacheprovider
+step cuda_tests 180 "$PY" -m pytest -m cuda tests/cuda -q -rs -p no:cacheprovider
 # 2. DGR's per-step cost on the GPU (100 and 1000 classes).
 step dgr_step 60 "$PY" benchmarks/dgr_step.py --device cuda --threads 0 --rounds 6 --head-rounds 100
 # 3. fp32 vs bf16 autocast + channels-last, full CIFAR-100-LT-sized epoch (ResNet-32, tensor pipeline).
 step epoch_precision 60 "$PY" benchmarks/epoch_throughput.py --device cuda --compare precision --epochs-fraction 1 --rounds 3 --threads 0
 # 4. Tensor-resident pipeline vs DataLoader on the GPU, full epoch, the learner's CUDA execution.
-step epoch_pipeline 45 "$PY" benchmarks/epoch_throughput.py --device cuda --compare pipeline --epochs-fraction 1 --rounds 3 --threads 0 --amp --channels-last
+step epoch_pipeline 40 "$PY" benchmarks/epoch_throughput.py --device cuda --compare pipeline --epochs-fraction 1 --rounds 3 --threads 0 --amp --channels-last
 # 5. Packing: 4 short 32x32 trials at gpu 0.25 (at once) vs gpu 1 (in turn), through the orchestrator CLI.
-step packing 90 "$PY" benchmarks/sweep_overhead.py --pack-gpu --pack-epochs 2 --rounds 1
+step packing 80 "$PY" benchmarks/sweep_overhead.py --pack-gpu --pack-epochs 2 --rounds 1
 # 6. ResNet-18 at 224 px on the loader pipeline, 2 epochs (images per second per epoch from log.jsonl).
 if [ -n "$TINY" ]; then
     R18=(tinyimagenet100_lt finetune lt 100 1 --data-root "$TINY")
