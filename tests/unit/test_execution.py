@@ -144,3 +144,18 @@ def test_compiled_cpu_run_matches_eager_and_records_what_ran(tmp_path):
     # checkpoints keep the plain module's keys (the compiled wrapper shares its parameters)
     state = torch.load(tmp_path / "compiled" / "checkpoints" / "task_001.pt", weights_only=False)
     assert not any("_orig_mod" in key for key in state["model"])
+
+
+def test_execution_defaults_come_from_the_protocol_and_the_user_wins():
+    from cil_core.config import resolve_config
+    from cil_core.data.datasets import CPU_PROTOCOL
+
+    def resolved(dataset: str, **kw) -> tuple:
+        cfg = resolve_config(RunConfig(dataset=dataset, approach="finetune", scenario="lt", initial_classes=5, total_tasks=2, **kw))
+        return cfg.amp, cfg.channels_last
+
+    assert resolved("cifar100") == (False, True)  # paper protocol: fp32 as the reference code, channels-last
+    assert resolved("digits") == (False, False)  # no bf16 gain for its 8x8 convnet
+    assert (CPU_PROTOCOL.amp, CPU_PROTOCOL.channels_last) == (True, True)  # tinyimagenet100_lt, imagelist: measured faster
+    assert resolved("digits", amp=True) == (True, False)
+    assert resolved("cifar100", amp=True, channels_last=False) == (True, False)
