@@ -7,8 +7,10 @@ avg_incremental_accuracy_seen, last_accuracy, forgetting, shot_acc, shot_counts,
 per_class_acc, wall_s, task_wall_s, device, execution, versions, git_sha``.
 ``execution`` is what ran (``cil_core.engine.execution.Execution``): ``device``,
 ``device_name``, ``precision`` ("fp32"/"bf16"), ``memory_format``
-("contiguous"/"channels_last"), ``compiled``, ``torch_threads``. Results written before it
-existed fail validation, so such a run's folder re-assembles its result from its checkpoints.
+("contiguous"/"channels_last"), ``compiled``, ``torch_threads``. Every new result has it and
+it is validated when present; results written before it existed lack it and stay valid (they
+ran fp32 on the CPU whatever their config's ``amp`` said: the option was CUDA-only then), so
+nothing re-assembles them with a record of what did not run.
 Files are written atomically so a reader never sees half a file.
 """
 
@@ -27,7 +29,7 @@ REQUIRED_KEYS = (
     "schema_version", "status", "config", "seeds", "class_order", "task_classes", "train_counts",
     "acc_matrix", "task_avg_acc", "acc_seen", "avg_incremental_accuracy",
     "avg_incremental_accuracy_seen", "last_accuracy", "forgetting", "shot_acc", "shot_counts",
-    "per_class_acc", "wall_s", "task_wall_s", "device", "execution", "versions", "git_sha",
+    "per_class_acc", "wall_s", "task_wall_s", "device", "versions", "git_sha",
 )
 
 EXECUTION_KEYS = {"device": str, "device_name": str, "precision": str, "memory_format": str, "compiled": bool, "torch_threads": int}
@@ -75,6 +77,8 @@ def validate_result(result: dict[str, Any]) -> None:
         raise ValueError(f"result.json lacks keys: {', '.join(missing)}")
     if result["schema_version"] != SCHEMA_VERSION:
         raise ValueError(f"result.json schema_version {result['schema_version']} != {SCHEMA_VERSION}")
+    if "execution" not in result:
+        return
     execution = result["execution"]
     if not isinstance(execution, dict):
         raise ValueError(f"result.json execution must be an object, got {execution!r}")

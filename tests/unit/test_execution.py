@@ -159,3 +159,16 @@ def test_execution_defaults_come_from_the_protocol_and_the_user_wins():
     assert (CPU_PROTOCOL.amp, CPU_PROTOCOL.channels_last) == (True, True)  # tinyimagenet100_lt, imagelist: measured faster
     assert resolved("digits", amp=True) == (True, False)
     assert resolved("cifar100", amp=True, channels_last=False) == (True, False)
+
+
+def test_result_validation_of_the_execution_record():
+    from cil_core.engine.execution import Execution
+    from cil_core.results import REQUIRED_KEYS
+
+    result = {key: None for key in REQUIRED_KEYS} | {"schema_version": 1}
+    validate_result(result)  # written before the record existed: still a valid result
+    good = Execution("cpu", "AMD EPYC", "bf16", "channels_last", False, 2).to_dict()
+    validate_result({**result, "execution": good})
+    for key, bad in (("precision", "fp16"), ("memory_format", "nhwc"), ("compiled", "yes"), ("torch_threads", None)):
+        with pytest.raises(ValueError, match=f"execution.{key}"):
+            validate_result({**result, "execution": {**good, key: bad}})
