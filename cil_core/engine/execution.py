@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import shutil
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, ContextManager, TypeVar
@@ -19,6 +21,7 @@ from typing import Any, Callable, ContextManager, TypeVar
 import torch
 
 from ..config import RunConfig
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,9 @@ def resolve_execution(config: RunConfig, device: torch.device) -> Execution:
             _warned.add(key)
             log.warning("amp=true asks for bf16 autocast, but %s has no native bf16 support: running in fp32", device)
         bf16 = False
+    if config.compile and device.type == "cpu" and not shutil.which(os.environ.get("CXX", "g++")) and not shutil.which("c++"):
+        raise ConfigError("compile=true on the CPU needs a C++ compiler (torch.compile's inductor builds C++ kernels); "
+                          "install g++ or drop --set compile=true")
     index = device.index if device.index is not None else (torch.cuda.current_device() if device.type == "cuda" else None)
     return Execution(
         device=device.type if index is None else f"{device.type}:{index}",

@@ -4,6 +4,7 @@ CUDA and are recorded; DGR's step under bf16 autocast stays close to its fp32 st
 from __future__ import annotations
 
 import copy
+from dataclasses import replace as dataclasses_replace
 import json
 from types import SimpleNamespace
 
@@ -172,3 +173,14 @@ def test_result_validation_of_the_execution_record():
     for key, bad in (("precision", "fp16"), ("memory_format", "nhwc"), ("compiled", "yes"), ("torch_threads", None)):
         with pytest.raises(ValueError, match=f"execution.{key}"):
             validate_result({**result, "execution": {**good, key: bad}})
+
+
+def test_compile_on_a_cpu_without_a_compiler_is_refused_before_training(monkeypatch):
+    from cil_core.engine import execution
+    from cil_core.errors import ConfigError
+
+    monkeypatch.setattr(execution.shutil, "which", lambda name: None)
+    config = RunConfig(dataset="digits", approach="finetune", scenario="lt", initial_classes=4, total_tasks=4, compile=True)
+    with pytest.raises(ConfigError, match="C\\+\\+ compiler"):
+        resolve_execution(config, CPU)
+    assert resolve_execution(dataclasses_replace(config, compile=False), CPU).compiled is False
