@@ -21,6 +21,11 @@ is the CPU analogue of ``resources: {gpu: 0.25}`` (the GPU figure needs a GPU).
 
     python benchmarks/sweep_overhead.py --trials 4 --rounds 3
     python benchmarks/sweep_overhead.py --pack --rounds 2
+    python benchmarks/sweep_overhead.py --pack-gpu --pack-epochs 2 --rounds 1   # needs one GPU
+
+``--pack-gpu``: 4 trials (synthetic at 32x32, ResNet-32, ``--pack-epochs`` epochs, finetune) on
+one GPU, ``gpu: 0.25`` each (all four at once) against ``gpu: 1`` each (one after the other);
+last line: the packed/sequential wall-time ratio.
 """
 
 from __future__ import annotations
@@ -41,18 +46,18 @@ REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
 
-def sweep_yaml(name: str, seeds: int, epochs: int, cpu: int, dataset: str) -> str:
+def sweep_yaml(name: str, seeds: int, epochs: int, cpu: int, dataset: str, gpu: float = 0, defaults: str = "") -> str:
     return textwrap.dedent(
         f"""\
         name: {name}
-        defaults: {{epochs: {epochs}}}
+        defaults: {{epochs: {epochs}{defaults}}}
         grid:
           dataset: [{dataset}]
           scenario: [lt]
           split: [[5, 2]]
           approach: [finetune]
           seed: [{", ".join(str(s) for s in range(seeds))}]
-        resources: {{gpu: 0, cpu: {cpu}}}
+        resources: {{gpu: {gpu}, cpu: {cpu}}}
         datasets:
           {dataset}: {{hours: 0.001}}
         report: {{tables: [avg_incremental_accuracy], plots: false, paper: false}}
@@ -107,10 +112,10 @@ class Runner:
         path.mkdir()
         return path
 
-    def orchestrator(self, key: str, sweep: Path, extra: list[str] = ()) -> None:
+    def orchestrator(self, key: str, sweep: Path, extra: list[str] = (), cpus: int = 2, gpus: int = 0) -> None:
         results = self.fresh(key)
-        self._run(key, [PY, "-m", "orchestrator", str(sweep), "--results", str(results), "--num-cpus", "2",
-                        "--num-gpus", "0", "--no-report", "-q", *extra])
+        self._run(key, [PY, "-m", "orchestrator", str(sweep), "--results", str(results), "--num-cpus", str(cpus),
+                        "--num-gpus", str(gpus), "--no-report", "-q", *extra])
         walls = [json.loads(p.read_text())["wall_s"] for p in sorted(results.glob("trials/*/result.json"))]
         self.info.setdefault(key, []).append({"runs_s": walls})
 
@@ -137,12 +142,28 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--pack", action="store_true", help="2 trials: cpu=1 each at once vs cpu=2 one after the other")
     parser.add_argument("--pack-epochs", type=int, default=8, help="--pack: epochs per trial (digits' protocol: 8)")
+    parser.add_argument("--pack-gpu", action="store_true",
+                        help="4 short trials (synthetic at 32x32, ResNet-32) on one GPU: gpu=0.25 x4 at once vs gpu=1 in turn")
     args = parser.parse_args()
     print(f"{cpu_note()} python={PY}")
 
     with tempfile.TemporaryDirectory(prefix="sweep_overhead_") as tmp:
         root = Path(tmp)
         r = Runner(root)
+        if args.pack_gpu:
+            gpu_defaults = ", image_size: 32, backbone: resnet32, batch_size: 32"
+            packed, seq = root / "packed_gpu.yaml", root / "sequential_gpu.yaml"
+            packed.write_text(sweep_yaml("packed_gpu", 4, args.pack_epochs, 1, "synthetic", gpu=0.25, defaults=gpu_defaults))
+            seq.write_text(sweep_yaml("sequential_gpu", 4, args.pack_epochs, 1, "synthetic", gpu=1, defaults=gpu_defaults))
+            fns = {"packed": lambda: r.orchestrator("packed", packed, cpus=4, gpus=1),
+                   "sequential": lambda: r.orchestrator("sequential", seq, cpus=4, gpus=1)}
+            t, _ = interleaved(fns, args.rounds, 0, lambda: None)
+            for key in fns:
+                print(f"  {key}: wall {median(t[key]):.1f} s (4 trials, {args.pack_epochs} epochs each; "
+                      f"median per-trial run_experiment time {median([w for i in r.info[key] for w in i['runs_s']]):.1f} s)")
+            print(f"ratio packed/sequential wall (4 trials on one GPU, gpu=0.25 x4 at once vs gpu=1 in turn): "
+                  f"{paired_ratio(t, 'packed', 'sequential'):.2f}")
+            return
         if args.pack:
             packed, seq = root / "packed.yaml", root / "sequential.yaml"
             packed.write_text(sweep_yaml("packed", 2, args.pack_epochs, 1, args.dataset))

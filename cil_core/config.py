@@ -70,9 +70,13 @@ class RunConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
     pipeline: str = "auto"  # "auto", "tensor" (images resident, augmented on device), "loader"
     num_workers: int | None = None
-    amp: bool = True  # bf16 autocast where the CUDA device supports it; ignored on CPU
-    channels_last: bool = True  # CUDA only
-    compile: bool = False
+    # None: the data set's protocol decides (README "Execution": fp32 for the paper's
+    # protocols, as the reference code; the measured faster one for the CPU stand-ins).
+    # Honoured on the CPU as on CUDA; bf16 where the device has none runs fp32 (said once).
+    # result.json["execution"] records what ran.
+    amp: bool | None = None  # bf16 autocast
+    channels_last: bool | None = None  # channels-last weights and activations
+    compile: bool = False  # torch.compile of the training forward (needs a C compiler on the CPU)
     eval_batch_size: int = 512
     checkpoint: bool = True
     # Per-approach options: {"dgr": {"dakd": False}}; validated against the approach's
@@ -266,6 +270,8 @@ def resolve_config(config: RunConfig) -> RunConfig:
         batch_size=config.batch_size if config.batch_size is not None else protocol.batch_size,
         backbone=config.backbone or protocol.backbone,
         image_size=config.image_size or protocol.image_size,
+        amp=config.amp if config.amp is not None else protocol.amp,
+        channels_last=config.channels_last if config.channels_last is not None else protocol.channels_last,
         # Absolute paths: a Ray trial's working directory is not the user's.
         out=str(Path(config.out).expanduser().resolve()) if config.out else None,
         data_root=str(Path(config.data_root).expanduser().resolve()) if config.data_root else None,

@@ -23,6 +23,7 @@ from . import metrics as M
 from .config import RunConfig, build_config, check_combinations, fingerprint, resolve_config
 from .data.batches import make_pipeline
 from .data.scenarios import build_scenario
+from .engine.execution import Execution
 from .engine.learner import Learner
 from .errors import ConfigError
 from .registry import get_backbone, get_dataset, get_method
@@ -180,19 +181,20 @@ def run_experiment(
         fingerprint=fp,
     )
     rows = learner.run()
-    result = assemble_result(config, fp, scenario, rows, device, time.perf_counter() - started)
+    result = assemble_result(config, fp, scenario, rows, learner.execution, time.perf_counter() - started)
     if out is not None:
         atomic_write_json(out / "result.json", result)
     return result
 
 
-def assemble_result(config: RunConfig, fp: str, scenario: Any, rows: list[dict[str, Any]], device: torch.device, wall_s: float) -> dict[str, Any]:
+def assemble_result(config: RunConfig, fp: str, scenario: Any, rows: list[dict[str, Any]], execution: Execution, wall_s: float) -> dict[str, Any]:
+    """``result.json``: the metrics, the run's identity, and what executed (``execution``)."""
     acc_matrix = [row["acc_row"] for row in rows]
     acc_seen = [row["acc_seen"] for row in rows]
     groups = M.shot_groups(scenario.counts_before_val)
-    device_name = str(device)
-    if device.type == "cuda":
-        device_name = f"{device} ({torch.cuda.get_device_name(device)})"
+    device_name = execution.device
+    if execution.device.startswith("cuda"):
+        device_name = f"{execution.device} ({execution.device_name})"
     return {
         "schema_version": SCHEMA_VERSION,
         "status": "finished",
@@ -214,6 +216,7 @@ def assemble_result(config: RunConfig, fp: str, scenario: Any, rows: list[dict[s
         "wall_s": wall_s,
         "task_wall_s": [row.get("task_wall_s") for row in rows],
         "device": device_name,
+        "execution": execution.to_dict(),
         "versions": library_versions(),
         "git_sha": git_sha(),
     }

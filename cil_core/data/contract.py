@@ -29,6 +29,9 @@ class DatasetProtocol:
     image_size: int
     lr: float = 0.1
     batch_size: int = 128
+    # Execution defaults (README "Execution"): bf16 autocast, channels-last memory format.
+    amp: bool = False
+    channels_last: bool = False
 
 
 @dataclass

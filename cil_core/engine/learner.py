@@ -15,7 +15,6 @@ import json
 import logging
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -31,6 +30,7 @@ from ..data.contract import LoadedDataset, Scenario
 from ..errors import TrainingDiverged
 from ..memory import ExemplarMemory, herding_select
 from ..registry import get_backbone
+from .execution import resolve_execution
 from .network import IncrementalNet
 
 log = logging.getLogger(__name__)
@@ -155,12 +155,9 @@ class Learner:
         in_channels = int(dataset.train.images.shape[1]) if dataset.train.images is not None else 3
         backbone = get_backbone(self.method.backbone_name(config.backbone))(in_channels=in_channels, **self.method.backbone_kwargs())
         self.model = IncrementalNet(backbone, self.method.make_head(backbone.feature_dim)).to(device)
-        self.use_cuda = device.type == "cuda"
-        if self.use_cuda and config.channels_last:
+        self.execution = resolve_execution(config, device)
+        if self.execution.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.amp = (
-            self.use_cuda and config.amp and torch.cuda.is_bf16_supported()
-        )
         self.teacher: nn.Module | None = None
         self.rows: list[dict[str, Any]] = []  # per finished task: metrics
         self.current: TaskContext | None = None
@@ -293,8 +290,7 @@ class Learner:
         batches = 0
         n = 0
         for x, y in source:
-            if self.use_cuda and self.config.channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = self._to_memory_format(x)
             with self._autocast():
                 out = forward(x)
                 teacher_out = None
@@ -346,9 +342,12 @@ class Learner:
         return indices[draws.numpy()]
 
     def _autocast(self):
-        if self.amp:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return nullcontext()
+        return self.execution.autocast(self.device)
+
+    def _to_memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        if self.execution.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 
     # -- memory, teacher ------------------------------------------------------------------
     def features(
@@ -373,8 +372,7 @@ class Learner:
             for x, y in batches:
                 if flip:
                     x = x.flip(3)
-                if self.use_cuda and self.config.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x = self._to_memory_format(x)
                 feats.append(self.model.backbone(x)["features"].float())
                 labels.append(y)
         if not feats:
@@ -443,8 +441,7 @@ class Learner:
         self.model.eval()
         with torch.inference_mode(), self._autocast():
             for x, y in self.pipeline.eval_batches(indices, split, self.config.eval_batch_size):
-                if self.use_cuda and self.config.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x = self._to_memory_format(x)
                 out = self.model(x)
                 pred = self.method.eval_logits(out, n_seen).float().argmax(1)
                 correct += torch.bincount(y[pred == y], minlength=n_seen)[:n_seen].float()

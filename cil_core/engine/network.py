@@ -43,7 +43,11 @@ class LinearHead(nn.Module):
             self.grow(num_classes - self.num_classes)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(features, self.weight, self.bias)
+        # float32 even under bf16 autocast: the logits feed logit adjustment, distillation
+        # and DGR's per-class gradient norms, and their gradients w.r.t. the logits would
+        # otherwise be rounded to bf16 (8 mantissa bits) before any of them is computed.
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return nn.functional.linear(features.float(), self.weight, self.bias)
 
 
 class IncrementalNet(nn.Module):

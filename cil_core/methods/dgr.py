@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses
+from ..engine.execution import in_fp32
 from ..registry import register_method
 from .base import Method
 from ..approach_options import DGROptions as Options
@@ -135,6 +136,7 @@ class DGR(Method):
         # Phi: per-class accumulated CE gradient norms, for the current task only.
         self.accumulated = torch.zeros(ctx.n_seen, device=self.learner.device)
 
+    @in_fp32
     def loss_terms(self, step) -> dict[str, torch.Tensor]:
         ctx = step.ctx
         logits = step.out["logits"][:, : ctx.n_seen].float()
@@ -151,6 +153,7 @@ class DGR(Method):
             terms["kd"] = self.stats.beta * temperature**2 * kd
         return terms
 
+    @in_fp32
     def classifier_gradient(self, step, logit_grads: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         n_seen = step.ctx.n_seen
         weight_grad, bias_grad, self.accumulated = reweighted_classifier_gradient(

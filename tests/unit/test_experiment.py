@@ -122,28 +122,6 @@ def test_cli_digits_run_and_divergence_exit_codes(tmp_path):
     assert len(errors) == 1 and "non-finite" in errors[0] and "task 0" in errors[0] and "epoch 0" in errors[0], hot.stderr
 
 
-def test_compile_flag_wraps_the_training_forward_once(tmp_path, monkeypatch):
-    """``--set compile=true`` trains through ``torch.compile(model)`` (built once per run and
-    sharing the model's parameters); checkpoints keep the plain module's keys."""
-    import torch
-
-    wrapped: list[torch.nn.Module] = []
-
-    def recording_compile(module, *args, **kwargs):
-        wrapped.append(module)
-        return module
-
-    monkeypatch.setattr(torch, "compile", recording_compile)
-    config = {**digits_config(tmp_path, "finetune", initial_classes=5, total_tasks=2, epochs=1), "compile": True}
-    run_experiment(config)
-    assert len(wrapped) == 1 and isinstance(wrapped[0], torch.nn.Module)
-    state = torch.load(tmp_path / "checkpoints" / "task_001.pt", weights_only=False)
-    assert not any("_orig_mod" in key for key in state["model"])
-    wrapped.clear()
-    run_experiment({**config, "compile": False, "out": str(tmp_path / "plain")})
-    assert wrapped == []
-
-
 def _cli_result(out: Path, *flags: str) -> dict:
     from cil_core.cli import main
 
