@@ -90,17 +90,17 @@ def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
             run_config=tune.RunConfig(name=group, storage_path=opts.store.uri(RAY),
                                       failure_config=tune.FailureConfig(max_failures=opts.max_failures), **report),
         )
-    records, complete = [], True
-    for result in tuner.fit():
+    grid, records = tuner.fit(), []
+    for result in grid:
         try:
             spec = resolve_spec(result.config or {})
         except (KeyError, TypeError):
             continue
-        state = trial_status(opts.store, spec).state
-        complete &= state in ("done", "stopped", "failed")
         metrics = result.metrics or {}
-        records.append({"id": spec.id, "params": spec.params, "state": state, "metric": metrics.get(search.metric), "task": metrics.get("task")})
-    complete &= len(records) >= search.num_samples
+        records.append({"id": spec.id, "params": spec.params, "state": trial_status(opts.store, spec).state,
+                        "metric": metrics.get(search.metric), "task": metrics.get("task")})
+    # Tune's own states: a trial stopped by Ctrl-C is left RUNNING (restored later), one stopped by ASHA is TERMINATED
+    complete = grid.num_terminated + grid.num_errors >= search.num_samples
     opts.store.write_json(f"{group}.json", {"group": group, "base": base.to_json(), "search": search.model_dump(mode="json"),
                                             "finished": complete, "trials": records})
     stopped = sum(1 for r in records if r["state"] == "stopped")
