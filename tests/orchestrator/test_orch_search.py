@@ -23,6 +23,7 @@ from orchestrator.cli import main
 from orchestrator.search import ranked
 from orchestrator.store import Store, trial_rel
 from orchestrator.sweep import load_sweep, load_sweep_text
+from orchestrator.trainable import run_trial
 from orchestrator.trials import expand, sampled_trial, search_group_id
 from orchestrator.tune_runner import write_sweep_meta
 
@@ -43,7 +44,7 @@ search:
   space:
     dgr.kd_base: {uniform: [0.3, 1.5]}
     lr: {loguniform: [0.01, 0.2]}
-  early_stopping: {grace_period: 1, reduction_factor: 2}
+  early_stopping: {grace_period: 2, reduction_factor: 2}
   max_concurrent: 2
   eval_seeds: [0, 1]
 report: {top_k: 3, plots: false}
@@ -117,6 +118,17 @@ def test_report_ranks_on_validation_with_test_beside_and_warns_when_selecting_on
     assert [row.split(" | ")[3:5] for row in best[4:7]] == [["70", "90"], ["60", "70"], ["80", "50"]]
 
 
+def test_a_search_trial_reports_validation_figures_only_unless_test_selection_is_allowed(tmp_path):
+    store = _fake_search(tmp_path, SEARCH, [(61.0, 71.0)])
+    spec = json.loads(store.read_text(trial_rel(store.list_dirs("trials")[0], "trial.json")))
+    config = {"trial": {**spec, "params": {}, "search": None}, "search": spec["search"], "params": spec["params"], "store": store.root}
+    for allowed in (False, True):
+        reports: list[dict] = []
+        run_trial({**config, "test_selection": allowed, "_report": reports.append})  # finished: the summary report only
+        assert reports[-1]["final"] and reports[-1]["val_avg_incremental_accuracy"] == 61.0 and reports[-1]["val_last_accuracy"] == 56.0
+        assert (reports[-1].get("avg_incremental_accuracy") == 71.0) is allowed and bool(TEST_FIGURES & set(reports[-1])) is allowed
+
+
 # ----------------------------------------------------------------------------- real Ray searches
 
 
@@ -170,7 +182,7 @@ def test_digits_search_selects_on_validation_then_evaluates_the_best(tmp_path, c
 @pytest.mark.timeout(900)
 def test_interrupted_search_continues_with_tuner_restore(tmp_path):
     text = SEARCH.replace("epochs: 1", "epochs: 6").replace("num_samples: 4", "num_samples: 3").replace("max_concurrent: 2", "max_concurrent: 1")
-    text = text.replace("  early_stopping: {grace_period: 1, reduction_factor: 2}\n", "")
+    text = text.replace("  early_stopping: {grace_period: 2, reduction_factor: 2}\n", "")
     sweep = write_sweep(tmp_path, text)
     results = tmp_path / "results"
     log = open(tmp_path / "first.log", "w")
