@@ -35,7 +35,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m orchestrator",
         description="Expand a sweep file into trials and run them with Ray Tune (embedded on this machine, or on a cluster), "
-        "then build the paper's tables. Other commands: 'status RESULTS_DIR', 'report RESULTS_DIR [--check]'.",
+        "then build the paper's tables. Other commands: 'status RESULTS_DIR', 'report RESULTS_DIR [--check]', 'evaluate-best SWEEP'.",
     )
     p.add_argument("sweep", help="the sweep file (YAML; see sweeps/README.md)")
     p.add_argument("--dry-run", action="store_true", help="list the expanded trials, counts per axis and estimated GPU hours; start nothing")
