@@ -4,6 +4,7 @@
                                       [--max-failures N] [--set KEY=VALUE ...] ...
     python -m orchestrator status RESULTS_DIR
     python -m orchestrator report RESULTS_DIR [--check]
+    python -m orchestrator evaluate-best SWEEP.yaml [run options]   (a search's best vs default config, over seeds)
 
 Exit status: 0 every trial finished (``report --check``: every finished cell within its
 tolerance); 1 some trials did not finish (or a cell is outside its tolerance); 2 bad input,
@@ -34,7 +35,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m orchestrator",
         description="Expand a sweep file into trials and run them with Ray Tune (embedded on this machine, or on a cluster), "
-        "then build the paper's tables. Other commands: 'status RESULTS_DIR', 'report RESULTS_DIR [--check]'.",
+        "then build the paper's tables. Other commands: 'status RESULTS_DIR', 'report RESULTS_DIR [--check]', 'evaluate-best SWEEP'.",
     )
     p.add_argument("sweep", help="the sweep file (YAML; see sweeps/README.md)")
     p.add_argument("--dry-run", action="store_true", help="list the expanded trials, counts per axis and estimated GPU hours; start nothing")
@@ -51,6 +52,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="do not build the tables at the end")
     p.add_argument("--runner", default=None, help=argparse.SUPPRESS)  # MODULE:FUNCTION replacing cil_core:run_experiment (tests)
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and the final tables only")
+    p.add_argument("--evaluate-best", action="store_true", help="after a search: rerun its best and its default configuration over search.eval_seeds "
+                   "(in RESULTS/evaluate/) and print their test mean ± std side by side; also 'python -m orchestrator evaluate-best SWEEP'")
     return p
 
 
@@ -210,10 +213,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     kwargs = dict(where=where, set_values=set_values, resources=resources, drop_approaches=dropped)
     wanted = parse_only(args.only_items)
     store = Store(args.results or default_results_dir(sweep))
-    if args.dry_run and not wanted:
+    if args.dry_run and not wanted and not args.evaluate_best:
         print(format_dry_run(iter_trials(sweep, **kwargs), sweep, store))
         return EXIT_OK
     trials = expand(sweep, **kwargs)
+    best_text = None
+    if args.evaluate_best:  # the search's best and default configs x seeds: an ordinary grid
+        from .search import evaluation
+
+        sweep, trials, store, best_text = evaluation(sweep, trials, store, where)
     chosen = select(trials, wanted)
     slice_ids = {t.id for t in chosen} if wanted else None  # None: the whole sweep
     if args.dry_run:
@@ -252,7 +260,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 from .report import build_report
 
                 report = build_report(store)
-                print(report.text())
+                print((best_text + "\n" if best_text else "") + report.text())
                 log.info("wrote %s", ", ".join(store.uri(f) for f in report.files[:4]) + (f" and {len(report.files) - 4} more" if len(report.files) > 4 else ""))
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -332,6 +340,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "evaluate-best":
+        argv = [*argv[1:], "--evaluate-best"]
     if argv and argv[0] in SUBCOMMANDS:
         command, rest = argv[0], argv[1:]
         args = (_status_parser() if command == "status" else _report_parser()).parse_args(rest)

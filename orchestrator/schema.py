@@ -19,7 +19,10 @@ RESERVED_KEYS = ("out",)
 # The grid's own axes: set them in ``grid``, not as training options.
 AXIS_KEYS = ("dataset", "approach", "scenario", "initial_classes", "total_tasks", "seed")
 TABLE_METRICS = ("avg_incremental_accuracy", "last_accuracy", "avg_incremental_accuracy_seen", "forgetting")
-SEARCH_METRICS = ("avg_incremental_accuracy", "acc_seen", "task_avg_acc")
+# A search selects on the validation hold-out; the test twins (``val_`` dropped) need
+# ``allow_test_selection: true``.
+SEARCH_METRICS = ("val_avg_incremental_accuracy", "val_acc_seen", "val_task_avg_acc")
+TEST_SEARCH_METRICS = tuple(m.removeprefix("val_") for m in SEARCH_METRICS)
 
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")
 
@@ -313,7 +316,9 @@ class EarlyStopping(Model):
 
 
 class Search(Model):
-    metric: str = "avg_incremental_accuracy"
+    metric: str = "val_avg_incremental_accuracy"
+    allow_test_selection: bool = False  # select on a test metric knowingly (the report warns)
+    eval_seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="evaluate-best's seeds")
     mode: Literal["max", "min"] = "max"
     num_samples: int = Field(ge=1)
     searcher: Literal["random", "optuna"] = "random"
@@ -325,9 +330,18 @@ class Search(Model):
     @field_validator("metric")
     @classmethod
     def _metric(cls, value: str) -> str:
-        if value not in SEARCH_METRICS:
+        if value not in SEARCH_METRICS + TEST_SEARCH_METRICS:
             raise ValueError(f"{value!r}: choose one of {', '.join(SEARCH_METRICS)} (reported after every task)")
         return value
+
+    @model_validator(mode="after")
+    def _not_on_test(self) -> "Search":
+        if self.metric in TEST_SEARCH_METRICS and not self.allow_test_selection:
+            raise ValueError(
+                f"metric {self.metric!r} is measured on the test set: select on 'val_{self.metric}' "
+                "(the validation hold-out), or add 'allow_test_selection: true' to select on test data knowingly"
+            )
+        return self
 
     @field_validator("space")
     @classmethod

@@ -1,43 +1,46 @@
-"""Hyperparameter search: one Tune search (Optuna or random, ASHA early stopping) per base trial.
+"""Hyperparameter search: select on validation, then evaluate on test.
 
-Kept apart from the grid (:mod:`orchestrator.tune_runner`): a search's samples are trials
-like any other (their ids are the fingerprints of the base trial's options plus the sampled
-ones, resolved by ``cil_core``), but an interrupted search continues with
-``Tuner.restore``, because its searcher state (Optuna's study, ASHA's rungs) lives in
-Ray's experiment state. ``search_<group>.json`` records each sample's state and metric.
+One Tune search (Optuna or random, ASHA early stopping) per base trial. Its samples are
+trials like any other (ids: the fingerprints of the base's options plus the sampled ones),
+but Tune sees only their validation figures (``trainable.tune_metrics``): the searcher
+and ASHA cannot select on test data. An interrupted search continues with
+``Tuner.restore``, because its searcher state (Optuna's study, ASHA's rungs) lives in Ray's
+experiment state; a finished one is recorded in ``search_<group>.json`` and not run again.
+The report ranks the samples by validation metric, with each one's test figure beside it
+(read from ``result.json``); ``evaluate-best`` reruns the best and the default
+configuration over ``search.eval_seeds`` as an ordinary grid in ``<results>/evaluate/``.
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import io
 import logging
+import math
 from typing import Any
 
 from . import schema
-from .status import trial_status
-from .store import RAY
-from .trials import TrialSpec, search_group_id
+from .errors import SweepError
+from .status import load_sweep_meta, trial_status
+from .store import RAY, RESULT_JSON, TRIAL_JSON, TRIALS, Store, trial_rel
 from .trainable import resolve_spec, run_trial
+from .trials import TrialSpec, sampled_trial, search_group_id
 from .tune_runner import RunOptions, placement, reporting, trial_name
 
 log = logging.getLogger("orchestrator")
+EVALUATE = "evaluate"  # evaluate-best's results folder, inside the search's
 
 
 def _distribution(dist: schema.Distribution) -> Any:
     from ray import tune
 
-    args = dist.args
-    return {
-        "uniform": lambda: tune.uniform(args[0], args[1]),
-        "loguniform": lambda: tune.loguniform(args[0], args[1]),
-        "quniform": lambda: tune.quniform(args[0], args[1], args[2]),
-        "qloguniform": lambda: tune.qloguniform(args[0], args[1], args[2]),
-        "randint": lambda: tune.randint(int(args[0]), int(args[1])),
-        "choice": lambda: tune.choice(list(args)),
-    }[dist.kind]()
-
-
-def search_summary_name(group: str) -> str:
-    return f"{group}.json"
+    a = dist.args
+    if dist.kind == "choice":
+        return tune.choice(list(a))
+    if dist.kind == "randint":
+        return tune.randint(int(a[0]), int(a[1]))
+    return getattr(tune, dist.kind)(*a)
 
 
 def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
@@ -50,7 +53,7 @@ def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
     search = sweep.search
     assert search is not None
     group = search_group_id(base, search)
-    summary = opts.store.read_json(search_summary_name(group))
+    summary = opts.store.read_json(f"{group}.json")
     if isinstance(summary, dict) and summary.get("finished"):
         log.info("search %s: finished earlier (%d trials); skipped", group, len(summary.get("trials", [])))
         return True
@@ -70,76 +73,147 @@ def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
             from ray.tune.search.basic_variant import BasicVariantGenerator
 
             search_alg = BasicVariantGenerator(random_state=search.seed)
-        scheduler = None
-        if search.early_stopping is not None:
-            es = search.early_stopping
-            # one time step per finished task (the last one is the final summary report)
-            scheduler = ASHAScheduler(
-                time_attr="training_iteration",
-                max_t=es.max_t or base.split[1],
-                grace_period=es.grace_period,
-                reduction_factor=es.reduction_factor,
-            )
+        es = search.early_stopping  # ASHA: one time step per finished task
+        scheduler = None if es is None else ASHAScheduler(
+            time_attr="training_iteration", max_t=es.max_t or base.split[1], grace_period=es.grace_period, reduction_factor=es.reduction_factor)
+        report = reporting(opts)
+        report["progress_reporter"].add_metric_column(search.metric)
         tuner = tune.Tuner(
             trainable,
-            param_space={
-                "trial": base.to_json(),
-                "search": group,
-                "params": {key: _distribution(dist) for key, dist in search.space.items()},
-                "store": opts.store.root,
-                "runner": opts.runner,
-            },
+            param_space={"trial": base.to_json(), "search": group, "store": opts.store.root, "runner": opts.runner,
+                         "test_selection": search.allow_test_selection,  # else the trials report validation figures only
+                         "params": {key: _distribution(dist) for key, dist in search.space.items()}},
             tune_config=tune.TuneConfig(
-                metric=search.metric,
-                mode=search.mode,
-                num_samples=search.num_samples,
-                search_alg=search_alg,
-                scheduler=scheduler,
-                max_concurrent_trials=search.max_concurrent or sweep.tune.max_concurrent_trials,
-                reuse_actors=sweep.tune.reuse_actors,
-                trial_name_creator=trial_name,
-                trial_dirname_creator=trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=group,
-                storage_path=opts.store.uri(RAY),
-                failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-                **reporting(opts),
-            ),
+                metric=search.metric, mode=search.mode, num_samples=search.num_samples, search_alg=search_alg, scheduler=scheduler,
+                max_concurrent_trials=search.max_concurrent or sweep.tune.max_concurrent_trials, reuse_actors=sweep.tune.reuse_actors,
+                trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+            run_config=tune.RunConfig(name=group, storage_path=opts.store.uri(RAY),
+                                      failure_config=tune.FailureConfig(max_failures=opts.max_failures), **report),
         )
-    grid = tuner.fit()
-    records = []
-    complete = True
+    grid, records = tuner.fit(), []
     for result in grid:
-        config = result.config or {}
         try:
-            spec = resolve_spec(config)
+            spec = resolve_spec(result.config or {})
         except (KeyError, TypeError):
             continue
-        status = trial_status(opts.store, spec)
-        if status.state not in ("done", "stopped", "failed"):
-            complete = False
         metrics = result.metrics or {}
-        records.append(
-            {
-                "id": spec.id,
-                "params": spec.params,
-                "state": status.state,
-                "metric": metrics.get(search.metric),
-                "task": metrics.get("task"),
-            }
-        )
-    complete = complete and len(records) >= search.num_samples
-    opts.store.write_json(
-        search_summary_name(group),
-        {
-            "group": group,
-            "base": base.to_json(),
-            "search": search.model_dump(mode="json"),
-            "finished": complete,
-            "trials": records,
-        },
-    )
+        records.append({"id": spec.id, "params": spec.params, "state": trial_status(opts.store, spec).state,
+                        "metric": metrics.get(search.metric), "task": metrics.get("task")})
+    # Tune's own states: a trial stopped by Ctrl-C is left RUNNING (restored later), one stopped by ASHA is TERMINATED
+    complete = grid.num_terminated + grid.num_errors >= search.num_samples
+    opts.store.write_json(f"{group}.json", {"group": group, "base": base.to_json(), "search": search.model_dump(mode="json"),
+                                            "finished": complete, "trials": records})
     stopped = sum(1 for r in records if r["state"] == "stopped")
     log.info("search %s: %s, %d trials (%d stopped early)", group, "finished" if complete else "NOT finished (interrupted?)", len(records), stopped)
     return complete
+
+
+# ----------------------------------------------------------------------------- ranking, report
+
+
+def _figure(result: dict[str, Any], key: str) -> float | None:
+    """A summary figure of ``result.json``: the run's value, or a per-task series' last one."""
+    value = result.get(key)
+    value = value[-1] if isinstance(value, list) and value else value
+    return None if not isinstance(value, (int, float)) or math.isnan(value) else float(value)
+
+
+def ranked(store: Store, metric: str, mode: str) -> dict[str, list[dict[str, Any]]]:
+    """Per search group, its samples best first by ``metric``: finished ones on their
+    ``result.json``, then the ones stopped early on Tune's last report (a partial run)."""
+    val_key = metric if metric.startswith("val_") else f"val_{metric}"
+    groups: dict[str, list[dict[str, Any]]] = {}
+    progress: dict[str, dict[str, Any]] = {}
+    for tid in store.list_dirs(TRIALS):
+        data = store.read_json(trial_rel(tid, TRIAL_JSON))
+        if not isinstance(data, dict) or not data.get("search"):
+            continue
+        spec = TrialSpec.from_json(data)
+        if spec.search not in progress:
+            progress[spec.search] = {r["id"]: r for r in (store.read_json(f"{spec.search}.json") or {}).get("trials", [])}
+        result = store.read_json(trial_rel(tid, RESULT_JSON))
+        done = isinstance(result, dict) and result.get("status") == "finished"
+        last = progress[spec.search].get(tid) or {}
+        partial = {val_key: last.get("metric")} if metric == val_key else {val_key[4:]: last.get("metric")}
+        record = {"id": tid, "spec": spec, "params": spec.params, "finished": done, "num_tasks": spec.split[1],
+                  **{k: _figure(result, f) if done else partial.get(f) for k, f in (("val", val_key), ("test", val_key[4:]), ("selected", metric))},
+                  "tasks": len(result.get("acc_seen") or []) if done else (None if last.get("task") is None else int(last["task"]) + 1)}
+        groups.setdefault(spec.search, []).append(record)
+    sign = -1 if mode == "max" else 1
+    for records in groups.values():
+        records.sort(key=lambda r: (r["selected"] is None, not r["finished"], sign * (r["selected"] or 0), r["id"]))
+    return groups
+
+
+def search_report(store: Store, *, top_k: int = 5) -> str:
+    """``search.md`` / ``search.csv``: per search, the best ``top_k`` samples and all of them,
+    validation and test figures side by side; a warning first if it selected on test."""
+    meta = load_sweep_meta(store) or {}
+    search = meta.get("search") or {}
+    metric, mode = search.get("metric", "val_avg_incremental_accuracy"), search.get("mode", "max")
+    name = metric.removeprefix("val_")
+    md = [f"# {meta.get('name', 'search')}: hyperparameter search", ""]
+    if not metric.startswith("val_"):
+        md += [f"**WARNING: this search selected on the test metric `{metric}` (`allow_test_selection: true`): the chosen "
+               f"configuration's test figures are biased upward. Select on `val_{metric}` for figures a reviewer accepts.**", ""]
+    md.append(f"Selected on `{metric}` ({mode}); `val` is the validation hold-out, `test` the test set (from each trial's "
+              "`result.json`). A trial stopped early shows its validation figure after its last finished task (stopped).")
+    rows_csv: list[dict[str, Any]] = []
+    for group, records in sorted(ranked(store, metric, mode).items()):
+        keys = sorted({k for r in records for k in r["params"]})
+        base = records[0]["spec"]
+        header = ["| rank | " + " | ".join(keys) + f" | val {name} | test {name} | tasks | trial |", "|---|" + "---|" * (len(keys) + 4)]
+        lines = [f"| {i} | " + " | ".join(_fmt(r["params"].get(k)) for k in keys)
+                 + f" | {_fmt(r['val'])}{'' if r['finished'] else ' (stopped)'} | {_fmt(r['test'])} | {r['tasks'] or 0}/{r['num_tasks']} | {r['id']} |"
+                 for i, r in enumerate(records, 1)]
+        md += ["", f"## {group}", "", f"Base: {base.dataset} {base.scenario} {base.split[0]}/{base.split[1]} {base.approach} seed {base.seed}; "
+               f"{len(records)} trials.", "", f"### Best {min(top_k, len(records))} by {metric}", "", *header, *lines[:top_k],
+               "", "### All trials", "", *header, *lines]
+        rows_csv += [{"group": group, "rank": i, "trial": r["id"], **{f"param.{k}": r["params"].get(k) for k in keys}, f"val_{name}": r["val"],
+                      f"test_{name}": r["test"], "finished": r["finished"], "tasks_done": r["tasks"], "num_tasks": r["num_tasks"]}
+                     for i, r in enumerate(records, 1)]
+    md += ["", f"Next: `python -m orchestrator evaluate-best {meta.get('sweep_file', 'SWEEP.yaml')} --results {store.root}` reruns the best and "
+           f"the default configuration over seeds {search.get('eval_seeds', [0, 1, 2])} and reports test mean ± std ({EVALUATE}/)."]
+    text = "\n".join(md) + "\n"
+    store.write_text("search.md", text)
+    buf = io.StringIO()
+    if rows_csv:
+        writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for row in rows_csv for k in row)), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows_csv)
+    store.write_text("search.csv", buf.getvalue())
+    return text
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+# ----------------------------------------------------------------------------- evaluate-best
+
+
+def evaluation(sweep: schema.Sweep, bases: list[TrialSpec], store: Store, where: str) -> tuple[schema.Sweep, list[TrialSpec], Store, str]:
+    """``evaluate-best``: per search, the best finished sample's params and the default
+    (the base's own options) x ``search.eval_seeds``, as an ordinary grid (rows ``<approach>``
+    and ``<approach>-best``) in ``<results>/evaluate/``: its tables are the comparison."""
+    search = sweep.search
+    if search is None:
+        raise SweepError(where, "search", "evaluate-best needs a sweep with a search block")
+    groups = ranked(store, search.metric, search.mode)
+    trials, lines = [], [f"# {sweep.name}: the best configuration against the default, on test", ""]
+    for base in dict((b.id, b) for b in bases).values():
+        group = search_group_id(base, search)
+        best = next((r for r in groups.get(group, []) if r["finished"]), None)
+        if best is None:
+            raise SweepError(where, "search", f"{group} has no finished trial in {store.root}: run the search first")
+        for seed in search.eval_seeds:
+            seeded = dataclasses.replace(base, given={**base.given, "seed": seed}, search=None)
+            trials += [dataclasses.replace(sampled_trial(seeded, {}, None), given={}),
+                       dataclasses.replace(sampled_trial(seeded, best["params"], None), variant=f"{base.variant}-best", given={})]
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best["params"].items()))
+        lines.append(f"- {base.variant}-best ({group}): {params}; {search.metric} {_fmt(best['selected'])} (trial {best['id']})")
+    text = "\n".join(lines) + f"\n\nSeeds {search.eval_seeds}; cells: test mean ± std over seeds.\n"
+    evaluate = Store(store.uri(EVALUATE))
+    evaluate.mkdir("")
+    evaluate.write_text("best.md", text)
+    return sweep.model_copy(update={"name": f"{sweep.name}-{EVALUATE}", "search": None}), trials, evaluate, text

@@ -40,6 +40,7 @@ from .trials import TrialSpec, sampled_trial
 
 DEFAULT_RUNNER = "cil_core:run_experiment"
 PERMANENT_KINDS = {"TrainingDiverged": "diverged", "UserError": "bad_input"}
+REPORT_COUNTERS = ("trial_id", "task", "num_tasks", "restored", "final")
 
 
 class PermanentTrialFailure(RuntimeError):
@@ -154,7 +155,12 @@ def run_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable (see the module docstring)."""
     spec = resolve_spec(config)
     folder = TrialFolder(Store(config["store"]), spec.id)
-    report = config.get("_report") or _report  # tests call run_trial outside Ray with a list.append
+    send = config.get("_report") or _report  # tests call run_trial outside Ray with a list.append
+    validation_only = bool(config.get("search")) and not config.get("test_selection")
+
+    def report(metrics: dict[str, Any]) -> None:
+        send(tune_metrics(metrics, validation_only=validation_only))
+
     failed = folder.read_json(FAILED_JSON)
     if isinstance(failed, dict) and failed.get("permanent"):
         raise PermanentTrialFailure(f"trial {spec.id} failed permanently ({failed.get('kind')}): {failed.get('error')}")
@@ -179,7 +185,8 @@ def run_trial(config: dict[str, Any]) -> None:
         done_task["task"] = metrics.get("task")
         folder.sync()
         if int(metrics.get("task", 0)) < last_task:  # the last task is the final report, once result.json exists
-            report({"trial_id": spec.id, **metrics, "avg_incremental_accuracy": metrics.get("avg_incremental_accuracy_so_far"), "final": False})
+            report({"trial_id": spec.id, **metrics, "avg_incremental_accuracy": metrics.get("avg_incremental_accuracy_so_far"),
+                    "val_avg_incremental_accuracy": metrics.get("val_avg_incremental_accuracy_so_far"), "final": False})
 
     outcome = "stopped"  # unless it ends otherwise: Ray stopped it (early stopping, Ctrl-C)
     try:
@@ -215,14 +222,16 @@ def _lines(path: Path) -> list[str]:
 
 def final_metrics(result: dict[str, Any]) -> dict[str, Any]:
     """The last report: the run's summary, under the same keys as the per-task reports."""
-    tasks = len(result.get("acc_seen") or [])
-    return {
-        "task": tasks - 1,
-        "num_tasks": tasks,
-        "acc_seen": (result.get("acc_seen") or [None])[-1],
-        "task_avg_acc": (result.get("task_avg_acc") or [None])[-1],
-        "avg_incremental_accuracy": result.get("avg_incremental_accuracy"),
-        "avg_incremental_accuracy_so_far": result.get("avg_incremental_accuracy"),
-        "last_accuracy": result.get("last_accuracy"),
-        "final": True,
-    }
+    out: dict[str, Any] = {"task": len(result.get("acc_seen") or []) - 1, "num_tasks": len(result.get("acc_seen") or []), "final": True}
+    for p in ("", "val_"):  # the test figures, then their validation twins
+        avg = result.get(f"{p}avg_incremental_accuracy")
+        out |= {f"{p}acc_seen": (result.get(f"{p}acc_seen") or [None])[-1], f"{p}task_avg_acc": (result.get(f"{p}task_avg_acc") or [None])[-1],
+                f"{p}avg_incremental_accuracy": avg, f"{p}avg_incremental_accuracy_so_far": avg, f"{p}last_accuracy": result.get(f"{p}last_accuracy")}
+    return out
+
+
+def tune_metrics(metrics: dict[str, Any], *, validation_only: bool) -> dict[str, Any]:
+    """What Tune sees of a report: a search selecting on validation sees no test figure at
+    all (it could not select or stop trials on test data by mistake), only ``val_`` keys
+    and the counters."""
+    return {k: v for k, v in metrics.items() if not validation_only or k.startswith("val_") or k in REPORT_COUNTERS}
