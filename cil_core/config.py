@@ -344,7 +344,12 @@ def check_combinations(config: RunConfig, spec: Any) -> None:
         )
 
 
-def config_from_json(text: str) -> RunConfig:
-    data = json.loads(text)
+def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
+    """The inverse of :meth:`RunConfig.to_dict` (a resolved config read back from JSON)."""
+    data = dict(data)
     data["lr_milestones"] = tuple(data["lr_milestones"]) if data.get("lr_milestones") is not None else None
     return RunConfig(**data)
+
+
+def config_from_json(text: str) -> RunConfig:
+    return config_from_dict(json.loads(text))

@@ -272,19 +272,24 @@ def axis_counts(trials: Iterable[TrialSpec]) -> dict[str, Counter]:
 
 def estimate_hours(trials: Iterable[TrialSpec]) -> dict[str, float | int]:
     """Sum of the per-trial hours: ``gpu_hours`` (hours x GPUs asked), ``cpu_hours`` for
-    GPU-less trials, ``unknown``: trials whose data set gives no ``hours``. The one place a
-    cost model (``cil_core.cost_model``) plugs in."""
+    GPU-less trials, ``unknown``: trials with no estimate. A trial's hours are the sweep file's
+    ``hours`` where given, else :func:`cil_core.cost_model.trial_hours` of its resolved config."""
+    from cil_core.config import config_from_dict
+    from cil_core.cost_model import trial_hours
+
     gpu_hours = cpu_hours = wall = 0.0
     unknown = 0
     for t in trials:
-        if t.hours is None:
+        on_gpu = t.resources.get("gpu", 0) > 0
+        hours = t.hours if t.hours is not None else trial_hours(config_from_dict(t.config), "gpu" if on_gpu else "cpu")
+        if hours is None:
             unknown += 1
             continue
-        wall += t.hours
-        if t.resources.get("gpu", 0) > 0:
-            gpu_hours += t.hours * t.resources["gpu"]
+        wall += hours
+        if on_gpu:
+            gpu_hours += hours * t.resources["gpu"]
         else:
-            cpu_hours += t.hours * t.resources.get("cpu", 1)
+            cpu_hours += hours * t.resources.get("cpu", 1)
     return {"gpu_hours": gpu_hours, "cpu_hours": cpu_hours, "trial_hours": wall, "unknown": unknown}
 
 

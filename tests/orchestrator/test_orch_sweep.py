@@ -176,3 +176,22 @@ def test_other_sweep_files_expand(capsys, tmp_path):
     assert search is not None and set(search.space) == {"dgr.kd_base", "lr"} and search.searcher == "optuna"
     code = main([str(REPO / "sweeps" / "search_dgr.yaml"), "--dry-run", "--results", str(tmp_path / "r")])
     assert code == 0 and "x 24 samples (optuna search over dgr.kd_base, lr)" in capsys.readouterr().out
+
+
+def test_trials_without_hours_are_costed_by_the_cost_model():
+    """The sweep file's ``hours`` wins; without it the dry run's estimate is cil_core's cost model
+    of the trial's resolved config (CPU figures measured; a pending GPU figure counts as unknown)."""
+    from cil_core.config import config_from_dict
+    from cil_core.cost_model import trial_hours
+    from orchestrator.trials import TrialSpec, estimate_hours
+
+    config = resolve({"dataset": "tinyimagenet100_lt", "approach": "dgr", "scenario": "lt", "initial_classes": 20,
+                      "total_tasks": 5}).to_dict()
+    expected = trial_hours(config_from_dict(config), "cpu")
+    assert expected is not None and expected > 0
+    on_cpu = TrialSpec(id="a", variant="dgr", config=config, resources={"gpu": 0, "cpu": 2})
+    assert estimate_hours([on_cpu]) == {"gpu_hours": 0.0, "cpu_hours": 2 * expected, "trial_hours": expected, "unknown": 0}
+    given = TrialSpec(id="b", variant="dgr", config=config, resources={"gpu": 0, "cpu": 1}, hours=3.0)
+    assert estimate_hours([given])["cpu_hours"] == 3.0
+    on_gpu = TrialSpec(id="c", variant="dgr", config=config, resources={"gpu": 1, "cpu": 1})
+    assert estimate_hours([on_gpu])["unknown"] == (trial_hours(config_from_dict(config), "gpu") is None)
