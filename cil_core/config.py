@@ -49,7 +49,9 @@ class RunConfig:
     val_fraction: float = 0.1
     backbone: str | None = None
     image_size: int | None = None
-    augment: str = "reference"  # "reference" (pad + random-resized crop) or "crop_flip"
+    # None: the data set's protocol ("reference": pad + random-resized crop + flip, the paper's
+    # CIFAR recipe; "crop_flip": pad 4 + random crop + flip; "shift": pad 1 + random crop).
+    augment: str | None = None
     # Where things are.
     data_root: str | None = None
     out: str | None = None
@@ -230,6 +232,7 @@ def resolve_config(config: RunConfig) -> RunConfig:
         batch_size=config.batch_size if config.batch_size is not None else protocol.batch_size,
         backbone=config.backbone or protocol.backbone,
         image_size=config.image_size or protocol.image_size,
+        augment=config.augment or protocol.augment,
         # Absolute paths: a Ray trial's working directory is not the user's.
         out=str(Path(config.out).expanduser().resolve()) if config.out else None,
         data_root=str(Path(config.data_root).expanduser().resolve()) if config.data_root else None,
@@ -267,8 +270,8 @@ def _check_combinations(config: RunConfig, spec: Any) -> None:
         )
     if not 0.0 <= config.val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be in [0, 1), got {config.val_fraction}")
-    if config.augment not in ("reference", "crop_flip"):
-        raise ConfigError(f"augment must be 'reference' or 'crop_flip', got {config.augment!r}")
+    if config.augment not in ("reference", "crop_flip", "shift"):
+        raise ConfigError(f"augment must be 'reference', 'crop_flip' or 'shift', got {config.augment!r}")
     if config.pipeline not in ("auto", "tensor", "loader"):
         raise ConfigError(f"pipeline must be auto, tensor or loader, got {config.pipeline!r}")
     if config.epochs is not None and config.epochs < 1:

@@ -26,6 +26,7 @@ class DatasetProtocol:
     image_size: int
     lr: float = 0.1
     batch_size: int = 128
+    augment: str = "reference"  # the training augmentation (cil_core.data.augment.AUGMENTS)
 
 
 @dataclass
