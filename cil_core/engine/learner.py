@@ -424,7 +424,7 @@ class Learner:
         """Features (float32) and arrival labels of ``indices``, eval mode, no augmentation
         unless ``augment``.
 
-        ``flip=True``: of the horizontally mirrored images (iCaRL's class means average both).
+        ``flip=True``: of the horizontally mirrored images (iCaRL's optional flip-averaged means).
         ``augment=True``: of one training-augmented view of each training image, in shuffled
         order (the view the training batches get; draws from the run's generator).
         """

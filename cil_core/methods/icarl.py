@@ -13,7 +13,8 @@ would fall below ``lr_min``; ``icarl.schedule=step`` gives the run's fixed steps
 Prediction (Alg. 1): the class whose exemplars' mean feature is nearest to the image's
 feature, all vectors L2-normalised; the means are computed after each task's memory update
 with the current model, on the test transform (FACIL's ``compute_mean_of_exemplars``);
-``icarl.flip_means=true`` also averages each exemplar's mirror image (PyCIL's variant).
+``icarl.flip_means=true`` also averages each exemplar's mirror image (as the original Theano code
+does).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Options:
     # FACIL's ``--lr-patience`` and ``--lr-min`` defaults (the LT-CIL script keeps both).
     lr_patience: int = 5
     lr_min: float = 1e-4
-    # Class means over each exemplar and its horizontal flip (PyCIL); FACIL uses the test
+    # Class means over each exemplar and its mirror image (the original Theano code); FACIL uses the test
     # transform only.
     flip_means: bool = False
 
