@@ -43,7 +43,7 @@ class Options:
 
 
 def reference_backbone_lr_factor(epochs: int) -> Callable[[int], float]:
-    """The backbone's lr multiplier for epoch ``k`` (0-based) under FACIL-joint's rule, the
+    """The backbone's lr multiplier in epoch ``k`` (0-based) under FACIL-joint's rule, the
     reference's epoch numbers (warm-up to 5, decays after 160 and 180 of 160) scaled by
     ``epochs / 160``. The rule runs after epoch ``k - 1`` as ``adjust_learning_rate(k)``,
     which evaluates it at ``k + 1``; epoch 0 keeps the optimiser's initial lr."""
