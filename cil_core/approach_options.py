@@ -33,8 +33,12 @@ class BiCOptions:
     # Sec. 3: lambda = n / (n + m) for n old and m new classes (None); a number x instead gives
     # CE + x * KD (FACIL's ``--lamb``).
     lamb: float | None = at_least(0, None)
-    # Sec. 6.1: "the ratio of train/validation split on the exemplars is 9:1" (2 of 20).
-    val_per_class: int = at_least(0, 2)
+    # Sec. 6.1: "the ratio of train/validation split on the exemplars is 9:1": FACIL's
+    # ``--val-exemplar-percentage`` 0.1, ceil(0.1 x 20) = 2 validation images per class.
+    val_fraction: float = ranged(0.1, low=0, high=1, high_open=True)
+    # "train": cut out of the new classes' training data (the reference); "holdout": from the
+    # task's hold-out (``Scenario.val_indices``).
+    val_source: str = one_of("train", "holdout")
     # The reference code trains the bias layer epochs_per_eval=100 x epoch_val_times=2 = 200
     # epochs (FACIL's ``--num-bias-epochs``), SGD with momentum 0.9, no weight decay.
     bias_epochs: int = at_least(0, 200)
@@ -62,32 +66,47 @@ class DGROptions:
 class EEILOptions:
     # EEIL p. 6: "Based on our empirical results, we set T to 2 for all our experiments".
     temperature: float = positive(2.0)
-    # Eq. 1 adds the distillation terms unweighted (FACIL's ``--lamb`` default 1).
+    # FACIL's ``--lamb`` default 1 (Eq. 1 adds the terms unweighted).
     lamb: float = at_least(0, 1.0)
-    # The paper's CIFAR-100 protocol: 40 epochs per incremental step, then 30 epochs of
-    # balanced fine-tuning; None scales that to this run (0.75 x the main phase's epochs).
+    # "bce": FACIL's F.binary_cross_entropy(softmax(s/T), softmax(t/T)) per old layer;
+    # "soft_ce": the paper's soft cross-entropy, summed over classes.
+    distillation: str = one_of("bce", "soft_ce")
+    # The reference distils the last old layer only during balanced fine-tuning.
+    main_kd_last_old_head: bool = False
+    # None: the reference's 40 epochs scaled to this run (40 x epochs / 160, at least 1).
     finetune_epochs: int | None = at_least(0, None)
-    # Implementation details: "The same reduction is used in the case of fine-tuning, except that the
-    # starting rate is 0.01" (main phase 0.1), i.e. the run's lr x 0.1, divided by 10 after
-    # each third of the stage ("every 10 epochs" of 30).
-    finetune_lr_factor: float = positive(0.1)
-    # Balanced fine-tuning: a temporary distillation loss on the new classes' classification
-    # layer keeps what the unbalanced step learnt about them.
-    finetune_new_kd: bool = True
+    # FACIL's ``--lr-finetuning-factor`` default 0.01, constant (no step inside the stage).
+    finetune_lr_factor: float = positive(0.01)
+    # The paper's temporary distillation on the new classes' layer during fine-tuning (the
+    # reference has none).
+    finetune_new_kd: bool = False
 
 
 @dataclass(frozen=True)
 class ICaRLOptions:
     # Alg. 1 "iCaRL classify": nearest-mean-of-exemplars; "cnn" reports the network's outputs.
     classifier: str = one_of("nme", "cnn")
-    # Class means over each exemplar and its horizontal flip (FACIL's and PyCIL's iCaRL).
-    flip_means: bool = True
+    # "reference": LT-CIL/FACIL's CE + lamb * sum of sigmoid BCEs on the old classes;
+    # "paper": Alg. 3's sigmoid BCE over every seen class.
+    loss: str = one_of("reference", "paper")
+    # FACIL's ``--lamb`` default 1 ("original formulation has no trade-off parameter").
+    lamb: float = at_least(0, 1.0)
+    # "patience": FACIL's rule (the reference's iCaRL ``train_loop``); "step": the run's milestones.
+    schedule: str = one_of("patience", "step")
+    # FACIL's ``--lr-patience`` and ``--lr-min`` defaults (the LT-CIL script keeps both).
+    lr_patience: int = at_least(1, 5)
+    lr_min: float = at_least(0, 1e-4)
+    # Class means over each exemplar and its mirror image (the original Theano code); FACIL uses the test
+    # transform only.
+    flip_means: bool = False
 
 
 @dataclass(frozen=True)
 class JointOptions:
-    # The issue's table: "all data seen so far, retrained each task".
-    reinit: bool = True
+    # LT-CIL/FACIL's joint keeps training the same model; True: fresh weights each task.
+    reinit: bool = False
+    # "reference": the reference code's per-group rule (``methods/joint.py``); "step": the run's schedule.
+    lr_rule: str = one_of("reference", "step")
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,9 @@ class RunConfig:
     val_fraction: float = 0.1
     backbone: str | None = None
     image_size: int | None = None
-    augment: str = "reference"  # "reference" (pad + random-resized crop) or "crop_flip"
+    # None: the data set's protocol ("reference": pad + random-resized crop + flip, the paper's
+    # CIFAR recipe; "crop_flip": pad 4 + random crop + flip; "shift": pad 1 + random crop).
+    augment: str | None = None
     # Where things are.
     data_root: str | None = None
     out: str | None = None
@@ -272,6 +274,7 @@ def resolve_config(config: RunConfig) -> RunConfig:
         image_size=config.image_size or protocol.image_size,
         amp=config.amp if config.amp is not None else protocol.amp,
         channels_last=config.channels_last if config.channels_last is not None else protocol.channels_last,
+        augment=config.augment or protocol.augment,
         # Absolute paths: a Ray trial's working directory is not the user's.
         out=str(Path(config.out).expanduser().resolve()) if config.out else None,
         data_root=str(Path(config.data_root).expanduser().resolve()) if config.data_root else None,

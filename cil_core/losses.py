@@ -8,9 +8,41 @@ import torch
 import torch.nn.functional as F
 
 
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton KD as LwF uses it: -mean_batch sum_c softmax(t/T)_c log_softmax(s/T)_c (no T^2)."""
-    return -(F.softmax(teacher / temperature, 1) * F.log_softmax(student / temperature, 1)).sum(1).mean()
+# FACIL's ``cross_entropy(..., eps=1e-5)`` (LwF, BiC): the student's softened distribution is
+# smoothed by eps / C and renormalised before its log.
+FACIL_KD_EPS = 1e-5
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, eps: float = 0.0) -> torch.Tensor:
+    """Hinton KD as LwF uses it: -mean_batch sum_c softmax(t/T)_c log q_c (no T^2), where
+    q = softmax(s/T), or with ``eps`` > 0 FACIL's ``(q + eps/C) / sum(q + eps/C)``."""
+    target = F.softmax(teacher / temperature, 1)
+    if eps <= 0:
+        return -(target * F.log_softmax(student / temperature, 1)).sum(1).mean()
+    q = F.softmax(student / temperature, 1) + eps / student.shape[1]
+    return -(target * (q / q.sum(1, keepdim=True)).log()).sum(1).mean()
+
+
+def softmax_bce_distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """FACIL's EEIL distillation for one classification layer: the element-wise mean binary
+    cross-entropy between softmax(s/T) (input) and softmax(t/T) (target), no T^2.
+
+    ``binary_cross_entropy`` itself (not a log-softmax form) so its clamp of the logs at -100
+    matches the reference to the bit; it must run outside autocast (the engine computes losses
+    there)."""
+    return F.binary_cross_entropy(F.softmax(student / temperature, 1), F.softmax(teacher / temperature, 1))
+
+
+def icarl_reference_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_old: torch.Tensor | None, lamb: float) -> torch.Tensor:
+    """The LT-CIL/FACIL iCaRL criterion: softmax cross-entropy over every seen class plus
+    ``lamb`` x sum over the old classes of the batch-mean BCE between the student's and the
+    teacher's sigmoid outputs (``F.binary_cross_entropy(sigmoid(s), sigmoid(t))``)."""
+    loss = F.cross_entropy(logits, targets)
+    if teacher_old is None or teacher_old.shape[1] == 0:
+        return loss
+    n_old = teacher_old.shape[1]
+    bce = F.binary_cross_entropy(torch.sigmoid(logits[:, :n_old]), torch.sigmoid(teacher_old), reduction="none")
+    return loss + lamb * bce.sum(1).mean()
 
 
 def normalised_entropy(q: torch.Tensor, eps: float = 0.001) -> torch.Tensor:

@@ -89,7 +89,7 @@ RUN_RANGES: dict[str, Range] = {
     "memory_per_class": Range(0),
     "val_fraction": Range(0, 1, high_open=True),
     "image_size": Range(1),
-    "augment": Range(choices=("reference", "crop_flip")),
+    "augment": Range(choices=("reference", "crop_flip", "shift")),
     "pipeline": Range(choices=("auto", "tensor", "loader")),
     "num_workers": Range(0, hint="0: load in the main process"),
     "eval_batch_size": Range(1),

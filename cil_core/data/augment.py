@@ -12,6 +12,10 @@ without PIL's antialiasing when a crop larger than the output is shrunk (at most
 here); zero padding is implicit (samples outside the image read 0, exactly as on a
 zero-padded canvas).
 
+``shift`` (small grey images such as digits' 8x8): a random shift of up to one pixel (pad 1,
+random crop), no flip -- a digit's mirror image is not the same digit, and a 4-pixel pad or a
+crop down to 8% of the area leaves little of an 8x8 image.
+
 ``pil_train_transform`` / ``pil_test_transform`` build the equivalent torchvision
 pipelines for the DataLoader path (image files, or any set with ``pipeline=loader``).
 """
@@ -25,7 +29,8 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-AUGMENTS = ("reference", "crop_flip")
+AUGMENTS = ("reference", "crop_flip", "shift")
+SHIFT_PAD = 1
 SCALE = (0.08, 1.0)
 RATIO = (3.0 / 4.0, 4.0 / 3.0)
 PAD = 4
@@ -144,7 +149,8 @@ class DeviceAugment:
     """Batched augmentation + normalisation of uint8 images already on their device.
 
     ``mode``: ``reference`` (pad 4, random-resized crop to ``size``, flip: the reference
-    code's CIFAR recipe) or ``crop_flip`` (pad 4, random ``size`` crop, flip: the usual one).
+    code's CIFAR recipe), ``crop_flip`` (pad 4, random ``size`` crop, flip: the usual one) or
+    ``shift`` (pad 1, random ``size`` crop, no flip: small grey images).
     """
 
     def __init__(
@@ -161,7 +167,7 @@ class DeviceAugment:
             raise ValueError(f"augment must be one of {AUGMENTS}, got {mode!r}")
         self.mode = mode
         self.size = int(size)
-        self.pad = int(pad)
+        self.pad = SHIFT_PAD if mode == "shift" else int(pad)
         self.device = torch.device(device)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
@@ -177,7 +183,8 @@ class DeviceAugment:
         ph, pw = height + 2 * self.pad, width + 2 * self.pad
         if self.mode == "reference":
             return sample_resized_crop_params(n, ph, pw, generator=generator, device=self.device)
-        return sample_random_crop_params(n, ph, pw, self.size, generator=generator, device=self.device)
+        flip_p = 0.0 if self.mode == "shift" else 0.5
+        return sample_random_crop_params(n, ph, pw, self.size, generator=generator, device=self.device, flip_p=flip_p)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """uint8 (B, C, H, W) -> augmented, normalised float32 (B, C, size, size)."""
@@ -218,6 +225,8 @@ def pil_train_transform(
             steps.append(T.Resize(resize))
         if augment == "reference":
             steps += [T.Pad(PAD), T.RandomResizedCrop(size)]
+        elif augment == "shift":
+            steps.append(T.RandomCrop(size, padding=SHIFT_PAD))
         else:
             steps.append(T.RandomCrop(size, padding=PAD))
     elif family == "imagenet":
@@ -229,7 +238,9 @@ def pil_train_transform(
             steps += [T.Resize(resize or _imagenet_resize(size)), T.RandomCrop(size)]
     else:
         raise ValueError(f"unknown augment family {family!r}; use 'cifar' or 'imagenet'")
-    steps += [T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)]
+    if augment != "shift":
+        steps.append(T.RandomHorizontalFlip())
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
     return T.Compose(steps)
 
 

@@ -32,6 +32,7 @@ class DatasetProtocol:
     # Execution defaults (README "Execution"): bf16 autocast, channels-last memory format.
     amp: bool = False
     channels_last: bool = False
+    augment: str = "reference"  # the training augmentation (cil_core.data.augment.AUGMENTS)
 
 
 @dataclass

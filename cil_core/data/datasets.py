@@ -62,7 +62,9 @@ CPU_PROTOCOL = DatasetProtocol(backbone="resnet8", epochs=6, lr_milestones=(3, 5
 # batch 64 were 8 SGD steps, and the linear-head methods stayed at chance on it. 20 epochs at
 # batch 32 (about 40 steps) learn it (DGR lt 2 5: 25.6 -> 51.4 avg. inc. accuracy) at ~20 s.
 # fp32: its 8x8 convnet gains nothing from bf16 on the CPU (bf16+channels-last/fp32 1.04, noise).
-DIGITS_PROTOCOL = DatasetProtocol(backbone="convnet", epochs=20, lr_milestones=(15,), weight_decay=5e-4, image_size=8, batch_size=32)
+DIGITS_PROTOCOL = DatasetProtocol(
+    backbone="convnet", epochs=20, lr_milestones=(15,), weight_decay=5e-4, image_size=8, batch_size=32, augment="shift"
+)
 SYNTHETIC_PROTOCOL = DatasetProtocol(backbone="convnet", epochs=2, lr_milestones=(), weight_decay=5e-4, image_size=16, batch_size=64)
 
 PREPARE = "python -m cil_core prepare"

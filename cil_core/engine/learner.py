@@ -90,13 +90,53 @@ class Phase:
     use_teacher: bool = True
     split_classifier_gradient: bool = False
     classifier_gradient: Callable[[Step, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]] | None = None
-    schedule: str = "step"  # "step": MultiStepLR(milestones, lr_gamma); "cosine": cosine annealing to 0 over the epochs;
-    # "lambda": each param group's lr is ``lr * lr_lambdas[group](epoch)`` (LambdaLR)
-    lr_lambdas: tuple[Callable[[int], float], ...] = ()
+    # "step": MultiStepLR(milestones, lr_gamma); "cosine": cosine annealing to 0 over the epochs;
+    # "lambda": group g's lr is its initial lr x ``lr_lambdas[g](epoch)``; "patience": FACIL's
+    # rule (below).
+    schedule: str = "step"
+    lr_lambdas: list[Callable[[int], float]] | None = None
+    # schedule="patience" (FACIL's ``Inc_Learning_Appr.train_loop``): after each epoch the mean
+    # per-image ``loss_terms`` sum on ``val_indices`` (model in eval mode, no augmentation);
+    # ``patience`` epochs in a row without a new best divide the lr by ``1 / lr_gamma``, and
+    # training stops once the lr would fall below ``lr_min``. ``milestones`` are unused.
+    patience: int = 5
+    lr_min: float = 1e-4
+    val_indices: np.ndarray | None = None
     # Replaces the image pipeline: called once per epoch with the run's generator, it yields
     # ``(inputs, labels)`` batches (GVAlign's classifier alignment on sampled features);
     # ``indices`` and ``balanced`` are then unused.
     batches: Callable[[torch.Generator], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None
+
+
+class _Patience:
+    """FACIL's patience rule, transcribed: a better validation loss resets the count; ``patience``
+    epochs without one divide the lr by ``1 / lr_gamma`` (FACIL's ``lr_factor``), or stop the
+    phase when the new lr is below ``lr_min``."""
+
+    def __init__(self, phase: Phase) -> None:
+        self.lr = phase.lr
+        self.factor = 1.0 / phase.lr_gamma
+        self.lr_min = phase.lr_min
+        self.patience = phase.patience
+        self.left = phase.patience
+        self.best = float("inf")
+
+    def step(self, valid_loss: float, optimizer: torch.optim.Optimizer) -> bool:
+        """Apply one epoch's validation loss; True: stop training."""
+        if valid_loss < self.best:
+            self.best = valid_loss
+            self.left = self.patience
+            return False
+        self.left -= 1
+        if self.left > 0:
+            return False
+        self.lr /= self.factor
+        if self.lr < self.lr_min:
+            return True
+        self.left = self.patience
+        for group in optimizer.param_groups:
+            group["lr"] = self.lr
+        return False
 
 
 def backward_split(
@@ -174,6 +214,7 @@ class Learner:
             self.method.before_task(ctx)
             if not self.method.skips_main_phase(ctx):
                 self.run_phase(self.main_phase(ctx, indices))
+            self.method.after_main_phase(ctx)
             if self.method.uses_memory and self.config.memory_per_class > 0:
                 self._update_memory(ctx)
             self.method.after_train(ctx)
@@ -212,7 +253,7 @@ class Learner:
         cfg = self.config
         engine_forward = self._training_forward()
         forward = self.method.main_forward(engine_forward)
-        return Phase(
+        phase = Phase(
             name="train",
             indices=indices,
             epochs=cfg.epochs,
@@ -228,23 +269,30 @@ class Learner:
             classifier_gradient=self.method.classifier_gradient if self.method.splits_classifier_gradient else None,
             forward=None if forward is engine_forward else forward,
         )
+        return self.method.configure_main_phase(ctx, phase)
 
     # -- training -----------------------------------------------------------------------
     def run_phase(self, phase: Phase) -> None:
-        """Train ``phase.epochs`` epochs of SGD with a multi-step schedule (METHOD.md)."""
+        """Train ``phase.epochs`` epochs of SGD with the phase's schedule (METHOD.md)."""
         if phase.epochs <= 0 or (phase.batches is None and len(phase.indices) == 0):
             return
         optimizer = torch.optim.SGD(
             phase.param_groups, lr=phase.lr, momentum=phase.momentum, weight_decay=phase.weight_decay
         )
+        patience = _Patience(phase) if phase.schedule == "patience" else None
         if phase.schedule == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=phase.epochs)
-        elif phase.schedule == "lambda":
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=list(phase.lr_lambdas))
         elif phase.schedule == "step":
             scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(phase.milestones), gamma=phase.lr_gamma)
+        elif phase.schedule == "lambda" and phase.lr_lambdas is not None:
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=list(phase.lr_lambdas))
+        elif patience is not None:
+            scheduler = None
         else:
-            raise ValueError(f"Phase {phase.name!r}: schedule must be 'step', 'cosine' or 'lambda', got {phase.schedule!r}")
+            raise ValueError(
+                f"Phase {phase.name!r}: schedule must be 'step', 'cosine', 'lambda' (with lr_lambdas) or "
+                f"'patience', got {phase.schedule!r}"
+            )
         params = [p for group in phase.param_groups for p in group["params"]]
         ctx = self.current
         assert ctx is not None
@@ -252,7 +300,12 @@ class Learner:
             t0 = time.perf_counter()
             sums = self._train_epoch(phase, ctx, optimizer, params)
             lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
+            stop = False
+            if scheduler is not None:
+                scheduler.step()
+            else:
+                assert patience is not None
+                stop = patience.step(self.validation_loss(phase, ctx), optimizer)
             n = sums.pop("_n")
             correct = sums.pop("_correct")
             batches = max(1, sums.pop("_batches"))
@@ -274,6 +327,26 @@ class Learner:
                     "wall_s": time.perf_counter() - t0,
                 }
             )
+            if stop:
+                break
+
+    def validation_loss(self, phase: Phase, ctx: TaskContext) -> float:
+        """Mean per-image ``phase.loss_terms`` sum over ``phase.val_indices``: model in eval
+        mode, no augmentation, the teacher's outputs as in training (FACIL's ``eval`` loss)."""
+        indices = phase.val_indices if phase.val_indices is not None else np.zeros(0, dtype=np.int64)
+        forward = phase.forward or self.model
+        self.model.eval()
+        total = torch.zeros((), device=self.device, dtype=torch.float64)
+        n = 0
+        with torch.no_grad():
+            for x, y in self.pipeline.eval_batches(indices, "train", self.config.eval_batch_size):
+                with self._autocast():
+                    out = forward(x)
+                    teacher_out = self.teacher(x) if self.teacher is not None and phase.use_teacher else None
+                step = Step(x=x, y=y, out=out, teacher_out=teacher_out, ctx=ctx, phase=phase)
+                total += sum(phase.loss_terms(step).values()).double() * len(y)
+                n += len(y)
+        return float(total) / n if n else float("inf")
 
     def _train_epoch(self, phase: Phase, ctx: TaskContext, optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> dict[str, float]:
         self.model.train(phase.train_mode)
@@ -356,7 +429,7 @@ class Learner:
         """Features (float32) and arrival labels of ``indices``, eval mode, no augmentation
         unless ``augment``.
 
-        ``flip=True``: of the horizontally mirrored images (iCaRL's class means average both).
+        ``flip=True``: of the horizontally mirrored images (iCaRL's optional flip-averaged means).
         ``augment=True``: of one training-augmented view of each training image, in shuffled
         order (the view the training batches get; draws from the run's generator).
         """
@@ -383,7 +456,7 @@ class Learner:
         """Herding on the current model's features for the new classes; old exemplars stay."""
         indices = ctx.new_indices
         feats, labels = self.features(indices)
-        chosen = herding_select(feats, labels, self.config.memory_per_class)
+        chosen = herding_select(feats, labels, self.method.exemplars_per_class())
         self.memory.add({c: indices[rows] for c, rows in chosen.items()})
 
     def _frozen_copy(self) -> nn.Module:

@@ -12,7 +12,6 @@ module out of the registry).
 from __future__ import annotations
 
 import copy
-import dataclasses
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
@@ -59,11 +58,12 @@ class KnowledgeDistillationMixin:
         student_logits: torch.Tensor | None = None,
         teacher_logits: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
-        """Hinton KD on the old classes (:func:`cil_core.losses.kd_loss`), None at the first task."""
+        """Hinton KD on the old classes, None at the first task: FACIL's form with its eps
+        smoothing (:func:`cil_core.losses.kd_loss`, ``eps=FACIL_KD_EPS``; LwF and BiC)."""
         pair = self.distillation_pair(step, student_logits, teacher_logits)
         if pair is None:
             return None
-        return losses.kd_loss(pair[0], pair[1], temperature)
+        return losses.kd_loss(pair[0], pair[1], temperature, eps=losses.FACIL_KD_EPS)
 
 
 def frozen_forward(model: nn.Module, logits: Callable[[dict[str, Any]], torch.Tensor]) -> Callable[[torch.Tensor], dict[str, Any]]:

@@ -13,12 +13,16 @@ optimiser, evaluation, memory and checkpoints. For each task ``t`` it calls, in 
    mixed copy); the wrapper's ``"logits"`` keep one row per input image. A method that sets
    ``splits_classifier_gradient = True`` also gets ``classifier_gradient(step, logit_grads)``
    with each term's gradient w.r.t. the logits, and returns the classifier's weight and bias
-   gradients, which replace the plain ones (DGR).
-4. memory update              herding on the new classes (if ``uses_memory``).
-5. ``after_train(ctx)``       extra stages (BiC's bias fit, EEIL's balanced fine-tuning,
-                              the 2-stage recipe) through ``self.learner.run_phase(...)``.
-6. evaluation with ``eval_logits(out)`` (default: the raw logits over seen classes).
-7. ``after_task(ctx)``        bookkeeping; then the engine freezes a copy of the model as the
+   gradients, which replace the plain ones (DGR). ``configure_main_phase(ctx, phase)`` may
+   change the main phase's schedule or parameter groups (iCaRL's patience rule, joint's lr
+   rule).
+4. ``after_main_phase(ctx)``  extra stages that precede the exemplar selection (EEIL's
+                              balanced fine-tuning) through ``self.learner.run_phase(...)``.
+5. memory update              herding on the new classes (if ``uses_memory``), keeping
+                              ``exemplars_per_class()`` of each (BiC: 18 of 20).
+6. ``after_train(ctx)``       extra stages after it (BiC's bias fit, the 2-stage recipe).
+7. evaluation with ``eval_logits(out)`` (default: the raw logits over seen classes).
+8. ``after_task(ctx)``        bookkeeping; then the engine freezes a copy of the model as the
                               teacher for the next task (if ``needs_teacher``) and saves the
                               task checkpoint, which includes ``state_dict()``.
 
@@ -39,7 +43,7 @@ from ..approach_options import NoOptions
 from ..engine.network import LinearHead
 
 if TYPE_CHECKING:
-    from ..engine.learner import Learner, Step, TaskContext
+    from ..engine.learner import Learner, Phase, Step, TaskContext
 
 
 class Method:
@@ -86,6 +90,11 @@ class Method:
         anything else it adds reaches ``loss_terms`` in ``step.out``."""
         return forward
 
+    def configure_main_phase(self, ctx: "TaskContext", phase: "Phase") -> "Phase":
+        """The main phase the engine built from the run's config; return it changed (e.g. by
+        ``dataclasses.replace``) where the approach's reference trains differently."""
+        return phase
+
     def optimizer_params(self, ctx: "TaskContext") -> list[dict[str, Any]]:
         return [{"params": [p for p in self.learner.model.parameters() if p.requires_grad]}]
 
@@ -94,6 +103,13 @@ class Method:
 
     def classifier_gradient(self, step: "Step", logit_grads: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def after_main_phase(self, ctx: "TaskContext") -> None:
+        pass
+
+    def exemplars_per_class(self) -> int:
+        """How many exemplars herding keeps of each new class (the run's ``memory_per_class``)."""
+        return int(self.learner.config.memory_per_class)
 
     def after_train(self, ctx: "TaskContext") -> None:
         pass

@@ -8,17 +8,20 @@ do; the current task's layer is the identity while it trains).
 Stage 2 (t > 0): a bias layer ``q = alpha * o + beta`` on the new classes' logits (two scalars
 per task; earlier tasks' layers stay fixed) is fit on a small *balanced* validation set with
 the network frozen: cross-entropy over all seen classes, plus the reference code's
-``0.1 * beta^2 / 2``. The validation set holds ``val_per_class`` images of every seen class,
-kept aside from the 10% per-class hold-out of the class's own task (``Scenario.val_indices``)
-when the class arrives; they are never trained on. This mirrors the paper's 9:1 train/val split
-of the exemplars (2 of 20 per class), except that those 2 come on top of the 20 training
-exemplars here instead of out of them.
+``0.1 * beta^2 / 2``. The validation set holds ``ceil(val_fraction x memory_per_class)`` images
+(2 of 20) of every seen class, and the exemplar memory keeps the rest (18): the paper's 9:1
+split of the exemplars. As in the reference code (``val_source=train``), a new class's first
+images in the task's training data (dataset order) are cut out of it when the class arrives
+and never trained on; a class with too few images keeps at least one for training (the
+reference stops with an assertion there). ``val_source=holdout`` takes them from the 10%
+per-class hold-out of the task (``Scenario.val_indices``) instead, keeping all training data.
 
 Prediction uses the bias-corrected logits.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -33,15 +36,23 @@ from .base import Method
 from ..approach_options import BiCOptions as Options
 
 
-def select_per_class(indices: np.ndarray, labels: np.ndarray, per_class: int) -> np.ndarray:
-    """The first ``per_class`` of ``indices`` (in their order) of each label, as one array."""
+def select_per_class(indices: np.ndarray, labels: np.ndarray, per_class: int, keep: int = 0) -> np.ndarray:
+    """The first ``per_class`` of ``indices`` (in their order) of each label, as one array,
+    leaving at least ``keep`` of each label unselected."""
     if per_class <= 0 or len(indices) == 0:
         return np.zeros(0, dtype=np.int64)
     order = np.argsort(labels, kind="stable")
     sorted_labels = labels[order]
     first = np.searchsorted(sorted_labels, sorted_labels, side="left")
     rank = np.arange(len(order)) - first
-    return np.sort(np.asarray(indices, dtype=np.int64)[order[rank < per_class]])
+    size = np.bincount(sorted_labels)[sorted_labels]
+    chosen = (rank < per_class) & (rank < size - keep)
+    return np.sort(np.asarray(indices, dtype=np.int64)[order[chosen]])
+
+
+def validation_per_class(val_fraction: float, memory_per_class: int) -> int:
+    """FACIL's ``num_val_ex_cls = ceil(val_percentage x num_exemplars_per_class)``."""
+    return int(math.ceil(val_fraction * memory_per_class))
 
 
 def bias_correct(logits: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
@@ -87,14 +98,31 @@ class BiC(KnowledgeDistillationMixin, Method):
         return bias_correct(logits[:, :n].float(), alpha[:n], beta[:n])
 
     # -- hooks -------------------------------------------------------------------------------
+    def _val_per_class(self) -> int:
+        return validation_per_class(self.opts.val_fraction, self.learner.config.memory_per_class)
+
+    def exemplars_per_class(self) -> int:
+        """The memory keeps what the validation split leaves of each class's budget (18 of 20)."""
+        return max(0, super().exemplars_per_class() - self._val_per_class())
+
+    def train_indices(self, ctx) -> np.ndarray:
+        """Choose the new classes' validation images; with ``val_source=train`` they leave the
+        task's new data (``ctx.new_indices``, so herding never picks them either)."""
+        learner = self.learner
+        if self.opts.val_source == "train":
+            source = np.asarray(ctx.new_indices, dtype=np.int64)
+            chosen = select_per_class(source, learner.train_labels[source], self._val_per_class(), keep=1)
+            ctx.new_indices = source[~np.isin(source, chosen)]
+        else:
+            held_out = np.asarray(learner.scenario.val_indices[ctx.task], dtype=np.int64)
+            chosen = select_per_class(held_out, learner.train_labels[held_out], self._val_per_class())
+        self.val_indices = np.union1d(self.val_indices, chosen).astype(np.int64)
+        return super().train_indices(ctx)
+
     def before_task(self, ctx) -> None:
         while len(self.alphas) <= ctx.task:  # the new task's layer starts as the identity
             self.alphas.append(1.0)
             self.betas.append(0.0)
-        learner = self.learner
-        held_out = np.asarray(learner.scenario.val_indices[ctx.task], dtype=np.int64)
-        chosen = select_per_class(held_out, learner.train_labels[held_out], self.opts.val_per_class)
-        self.val_indices = np.union1d(self.val_indices, chosen).astype(np.int64)
         self._refresh(ctx.n_seen)
 
     def loss_terms(self, step) -> dict[str, torch.Tensor]:
@@ -158,8 +186,9 @@ class BiC(KnowledgeDistillationMixin, Method):
         return self.corrected(out["logits"], num_seen)
 
     def trained_holdout_indices(self) -> np.ndarray:
-        """The bias-correction set (drawn from the hold-out): the validation figures skip it."""
-        return self.val_indices
+        """With ``val_source=holdout`` the bias-correction set comes from the hold-out, so the
+        validation figures skip it; the reference's set (``train``) is cut from training data."""
+        return self.val_indices if self.opts.val_source == "holdout" else np.zeros(0, dtype=np.int64)
 
     # -- persistence ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -1,18 +1,29 @@
-"""iCaRL (Rebuffi et al., CVPR 2017): sigmoid binary cross-entropy with distillation, and the
-nearest-mean-of-exemplars (NME) classifier.
+"""iCaRL (Rebuffi et al., CVPR 2017) as the LT-CIL benchmark's code (FACIL's ``icarl``) trains it,
+and the nearest-mean-of-exemplars (NME) classifier.
 
-Training (Alg. 3): every output is a sigmoid; new classes get one-hot targets, old classes the
-frozen previous model's sigmoid outputs (so the classification and distillation terms are one
-BCE). Prediction (Alg. 1): the class whose exemplars' mean feature is nearest to the image's
-feature, all vectors L2-normalised. The means are recomputed from the exemplar memory after
-each task's memory update, with the current model, averaging each exemplar's feature with
-that of its mirror image (as the reference implementations do).
+Training, by default the reference code's criterion: softmax cross-entropy over every seen
+class plus ``lamb`` x the sum over old classes of the binary cross-entropy between the student's
+and the frozen previous model's sigmoid outputs; ``icarl.loss=paper`` gives Alg. 3's form
+(sigmoid BCE over every seen class, one-hot targets on the new classes, the teacher's sigmoid
+on the old ones). Schedule, by default FACIL's patience rule, which the reference keeps for
+iCaRL where the other approaches step at fixed epochs: the lr is divided by 10 (the run's
+``lr_gamma``) after ``lr_patience`` epochs without a better loss on the new classes' hold-out
+(``Scenario.val_indices`` of the task, FACIL's validation split) and training stops once it
+would fall below ``lr_min``; ``icarl.schedule=step`` gives the run's fixed steps.
+Prediction (Alg. 1): the class whose exemplars' mean feature is nearest to the image's
+feature, all vectors L2-normalised; the means are computed after each task's memory update
+with the current model, on the test transform (FACIL's ``compute_mean_of_exemplars``);
+``icarl.flip_means=true`` also averages each exemplar's mirror image (as the original Theano code
+does).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import losses
@@ -21,21 +32,39 @@ from ._shared import KnowledgeDistillationMixin
 from .base import Method
 from ..approach_options import ICaRLOptions as Options
 
+log = logging.getLogger(__name__)
+
 
 @register_method("icarl")
 class ICaRL(KnowledgeDistillationMixin, Method):
     name = "icarl"
     Options = Options
-    summary = "iCaRL (Rebuffi et al. 2017): sigmoid BCE with distillation, nearest-mean-of-exemplars"
+    summary = "iCaRL (Rebuffi et al. 2017): CE + sigmoid-BCE distillation (LT-CIL code), nearest-mean-of-exemplars"
 
     def __init__(self, *, learner: Any, options: Any) -> None:
         super().__init__(learner=learner, options=options)
         self.class_means: torch.Tensor | None = None  # (n_seen, D), L2-normalised
 
+    def configure_main_phase(self, ctx, phase):
+        if self.opts.schedule != "patience":
+            return phase
+        val = np.asarray(self.learner.scenario.val_indices[ctx.task], dtype=np.int64)
+        if len(val) == 0:
+            # No hold-out (val_fraction=0, or classes too small for round(0.1 n) >= 1): the
+            # loss could never improve, so keep the run's fixed steps for this task.
+            log.warning("icarl: task %d has no validation images; fixed lr steps instead of the patience rule", ctx.task)
+            return phase
+        return dataclasses.replace(
+            phase, schedule="patience", val_indices=val, patience=self.opts.lr_patience, lr_min=self.opts.lr_min
+        )
+
     def loss_terms(self, step) -> dict[str, torch.Tensor]:
         logits = step.out["logits"][:, : step.ctx.n_seen].float()
         pair = self.distillation_pair(step)
-        return {"bce": losses.icarl_bce(logits, step.y, None if pair is None else pair[1])}
+        teacher = None if pair is None else pair[1]
+        if self.opts.loss == "paper":
+            return {"bce": losses.icarl_bce(logits, step.y, teacher)}
+        return {"ce_bce": losses.icarl_reference_loss(logits, step.y, teacher, self.opts.lamb)}
 
     def after_train(self, ctx) -> None:
         self.class_means = self.exemplar_means(ctx.n_seen)

@@ -109,7 +109,7 @@ def test_identity_box_returns_the_image():
     torch.testing.assert_close(out[1], img[1].flip(-1), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("mode", ["reference", "crop_flip"])
+@pytest.mark.parametrize("mode", ["reference", "crop_flip", "shift"])
 def test_device_augment_output(mode):
     mean, std = (0.5071, 0.4866, 0.4409), (0.2009, 0.1984, 0.2023)
     aug = DeviceAugment(mode=mode, size=32, mean=mean, std=std, device="cpu")
@@ -126,6 +126,23 @@ def test_device_augment_output(mode):
     assert not torch.allclose(out, ev)
 
 
+def test_shift_moves_by_at_most_one_pixel_and_never_flips():
+    """digits' augmentation: each output is the image shifted by (dy, dx) in {-1, 0, 1}^2 with
+    zero fill (exact up to the bilinear sampler's rounding), never mirrored."""
+    aug = DeviceAugment(mode="shift", size=8, mean=(0.0,), std=(1.0,), device="cpu")
+    images = torch.randint(1, 256, (200, 1, 8, 8), dtype=torch.uint8)
+    out = aug(images, torch.Generator().manual_seed(0))
+    x = images.float() / 255
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    shifts = set()
+    for i in range(len(images)):
+        match = [(dy, dx) for dy in range(3) for dx in range(3)
+                 if torch.allclose(out[i], padded[i, :, dy : dy + 8, dx : dx + 8], atol=1e-5)]
+        assert len(match) == 1, i
+        shifts.add(match[0])
+    assert len(shifts) == 9  # every shift occurs
+
+
 def test_device_augment_grey_and_resize():
     aug = DeviceAugment(mode="reference", size=16, mean=(0.3,), std=(0.4,), device="cpu")
     images = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
@@ -137,7 +154,7 @@ def test_pil_transforms_shapes():
     from PIL import Image
 
     img = Image.fromarray(np.random.RandomState(0).randint(0, 256, (32, 32, 3), dtype=np.uint8))
-    for augment in ("reference", "crop_flip"):
+    for augment in ("reference", "crop_flip", "shift"):
         assert pil_train_transform("cifar", 32, (0.5,) * 3, (0.2,) * 3, augment)(img).shape == (3, 32, 32)
     test = pil_test_transform("cifar", 32, (0.5,) * 3, (0.2,) * 3)(img)
     expected = (torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255 - 0.5) / 0.2

@@ -25,8 +25,17 @@ class Identity(torch.nn.Module):
 
 
 def _bic(make_learner, **opts):
+    """BiC taking its validation images from the hold-out (``val_source=holdout``), 2 per class
+    (ceil(0.1 x 20))."""
     learner = make_learner(task_classes=([0, 1], [2, 3]), model=Identity(), train_labels=LABELS, val_indices=VAL)
-    return BiC(learner=learner, options=Options(**opts)), learner
+    learner.config.memory_per_class = 20
+    return BiC(learner=learner, options=Options(**{"val_source": "holdout", **opts})), learner
+
+
+def _start(method, ctx):
+    """What the engine calls before a task's main phase."""
+    method.train_indices(ctx)
+    method.before_task(ctx)
 
 
 def test_bias_layer_changes_only_what_it_is_given():
@@ -40,21 +49,37 @@ def test_validation_set_keeps_the_first_k_per_class():
     lab = np.array([0, 1, 0, 0, 1, 2])
     assert select_per_class(idx, lab, 2).tolist() == [10, 11, 12, 14, 15]
     assert select_per_class(idx, lab, 0).tolist() == []
+    # keep=1: a class never gives away its last image (class 1 keeps one, class 2 its only one)
+    assert select_per_class(idx, lab, 2, keep=1).tolist() == [10, 11, 12]
+
+
+def test_validation_cut_from_the_new_training_data_and_memory_shrinks(make_learner, task_context):
+    """The reference (``val_source=train``): ceil(0.1 x 20) = 2 first images of each new class
+    leave the task's data; herding keeps 18 per class."""
+    learner = make_learner(task_classes=([0, 1], [2, 3]), model=Identity(), train_labels=LABELS, val_indices=VAL)
+    learner.config.memory_per_class = 20
+    method = BiC(learner=learner, options=Options())
+    ctx = task_context(0, 0, 2)
+    ctx.new_indices = np.array([0, 1, 2, 3, 4, 9, 10])  # class 0: 0, 1, 2, 9; class 1: 3, 4, 10
+    indices = method.train_indices(ctx)
+    assert method.val_indices.tolist() == [0, 1, 3, 4]
+    assert ctx.new_indices.tolist() == [2, 9, 10] and indices.tolist() == [2, 9, 10]
+    assert method.exemplars_per_class() == 18
 
 
 def test_validation_set_grows_by_k_per_new_class(make_learner, task_context):
     method, _ = _bic(make_learner)
-    method.before_task(task_context(0, 0, 2))
+    _start(method, task_context(0, 0, 2))
     assert method.val_indices.tolist() == [0, 1, 3, 4]
-    method.before_task(task_context(1, 2, 4))
+    _start(method, task_context(1, 2, 4))
     assert method.val_indices.tolist() == [0, 1, 3, 4, 5, 6, 7]
     assert method.alphas == [1.0, 1.0] and method.betas == [0.0, 0.0]
 
 
 def test_distillation_weight_and_corrected_logits_by_hand(make_learner, make_step, task_context):
     method, _ = _bic(make_learner)
-    method.before_task(task_context(0, 0, 2))
-    method.before_task(task_context(1, 2, 4))
+    _start(method, task_context(0, 0, 2))
+    _start(method, task_context(1, 2, 4))
     method.alphas[0], method.betas[0] = 2.0, 0.5  # an earlier task's fitted layer (fixed now)
     method._refresh(4)
     student = torch.tensor([[1.0, 0.0, 2.0, -1.0]])
@@ -69,10 +94,10 @@ def test_distillation_weight_and_corrected_logits_by_hand(make_learner, make_ste
 
 def _bias_phase(make_learner, task_context, **opts):
     method, learner = _bic(make_learner, **opts)
-    method.before_task(task_context(0, 0, 2))
+    _start(method, task_context(0, 0, 2))
     method.after_train(task_context(0, 0, 2))
     assert learner.phases == []  # no bias layer for the first task
-    method.before_task(task_context(1, 2, 4))
+    _start(method, task_context(1, 2, 4))
     method.after_train(task_context(1, 2, 4))
     (phase,) = learner.phases
     return method, phase

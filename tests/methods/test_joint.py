@@ -1,4 +1,4 @@
-"""Joint training: every image of every class seen so far, a fresh network per task."""
+"""Joint training: every image of every class seen so far; optionally a fresh network per task."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_reinitialises_the_network_before_each_later_task(make_learner, task_con
     before = {k: v.clone() for k, v in model.state_dict().items()}
     Joint(learner=learner, options=Options(reinit=False)).before_task(task_context(1, 2, 4))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    Joint(learner=learner, options=Options()).before_task(task_context(1, 2, 4))
+    Joint(learner=learner, options=Options(reinit=True)).before_task(task_context(1, 2, 4))
     after = model.state_dict()
     assert not torch.equal(before["head.weight"], after["head.weight"])
     assert not torch.equal(before["backbone.stages.0.0.weight"], after["backbone.stages.0.0.weight"])

@@ -150,7 +150,7 @@ def test_paper_table_dry_run_lists_every_trial_with_counts_per_axis(capsys):
 
 def test_other_sweep_files_expand(capsys, tmp_path):
     counts = {
-        "quickstart": 96,
+        "quickstart": 144,
         "tinyimagenet_lt": 144,
         "tinyimagenet_dgr_vs_finetune": 24,
         "tinyimagenet_ltio_long": 6,
