@@ -164,10 +164,10 @@ def test_execution_defaults_come_from_the_protocol_and_the_user_wins():
 
 def test_result_validation_of_the_execution_record():
     from cil_core.engine.execution import Execution
-    from cil_core.results import REQUIRED_KEYS
+    from cil_core.results import REQUIRED_KEYS, SCHEMA_VERSION
 
-    result = {key: None for key in REQUIRED_KEYS} | {"schema_version": 1}
-    validate_result(result)  # written before the record existed: still a valid result
+    result = {key: None for key in REQUIRED_KEYS} | {"schema_version": SCHEMA_VERSION}
+    validate_result(result)  # without the record (written before it existed): still a valid result
     good = Execution("cpu", "AMD EPYC", "bf16", "channels_last", False, 2).to_dict()
     validate_result({**result, "execution": good})
     for key, bad in (("precision", "fp16"), ("memory_format", "nhwc"), ("compiled", "yes"), ("torch_threads", None)):
