@@ -315,16 +315,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"{args.results}: no trials found", file=sys.stderr)
         return EXIT_TRIALS_FAILED if args.check else EXIT_OK
     if args.check:
-        outside = report.outside
-        checked = [c for c in (report.tables.checks if report.tables else []) if c["verdict"] in ("ok", "OUTSIDE")]
+        outside = [c for c in report.checks if c["verdict"] == "OUTSIDE"]
+        checked = [c for c in report.checks if c["verdict"] in ("ok", "OUTSIDE")]
         if outside:
             print(f"check: {len(outside)} of {len(checked)} finished cells outside their tolerance:", file=sys.stderr)
             for c in outside:
-                print(
-                    f"  {c['dataset']} {c['scenario']} {c['split']} {c['approach']}: {c['compares_to']} ours {c['ours']:.2f} vs "
-                    f"{c['published_as']} {c['published']:.2f} (Δ {c['diff']:+.2f}, tolerance {c['tolerance']:.1f})",
-                    file=sys.stderr,
-                )
+                print(f"  {c['dataset']} {c['scenario']} {c['split']} {c['approach']}: {c['compares_to']} ours "
+                      f"{c['ours']:.2f} vs {c['published_as']} {c['published']:.2f} (Δ {c['diff']:+.2f}, tolerance "
+                      f"{c['tolerance']:.1f})", file=sys.stderr)
             return EXIT_TRIALS_FAILED
         print(f"check: {len(checked)} finished cells within tolerance of the published numbers", file=sys.stderr)
     return EXIT_OK
