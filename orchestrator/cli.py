@@ -14,6 +14,7 @@ orchestrator works on the results directory; 130 interrupted before the run star
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -163,15 +164,13 @@ def _cost_line(unique: list, distinct: int, factor: int) -> str:
 
 def _failure_summary(statuses: list, limit: int = 20) -> str:
     """Failed trials in full (id, config, error, last lines of stderr); the rest by count."""
-    from .status import compact_config
+    from .status import failure_lines
 
     lines = []
-    failed = [s for s in statuses if s.state == "failed"]
-    for s in failed:
-        lines.append(f"  {s.id}  [failed{', permanent' if s.permanent else ''}] {s.error or ''}")
-        lines.append(f"      config: {compact_config(s.spec.config)}")
-        for line in s.stderr_tail[-8:]:
-            lines.append(f"      | {line}")
+    for s in statuses:
+        if s.state == "failed":
+            lines.append(f"  {s.id}  [failed{', permanent' if s.permanent else ''}] {s.error or ''}")
+            lines += failure_lines(dataclasses.replace(s, stderr_tail=s.stderr_tail[-8:]), "      ")
     for state, meaning in (
         ("stopped", "stopped before they finished (interrupted or stopped early); they resume from their last finished task"),
         ("interrupted", "their process ended before they finished; they resume from their last finished task"),

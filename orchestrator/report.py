@@ -14,10 +14,9 @@ from typing import Any
 import pandas as pd
 
 from .plots import plot_all
-from .status import load_sweep_meta
-from .store import RESULT_JSON, TRIAL_JSON, TRIALS, Store, trial_rel
+from .status import folder_trials, load_sweep_meta
+from .store import RESULT_JSON, Store, trial_rel
 from .tables import build_tables, load_reference, load_results, md_table, report_specs
-from .trials import TrialSpec
 
 
 @dataclass
@@ -70,11 +69,8 @@ def search_report(store: Store, *, top_k: int = 5) -> str:
     metric, mode = (meta.get("search") or {}).get("metric", "avg_incremental_accuracy"), meta["search"].get("mode", "max")
     groups: dict[str, list[dict[str, Any]]] = {}
     summaries: dict[str, dict[str, Any]] = {}
-    for tid in store.list_dirs(TRIALS):
-        data = store.read_json(trial_rel(tid, TRIAL_JSON))
-        if not isinstance(data, dict) or not data.get("search"):
-            continue
-        spec = TrialSpec.from_json(data)
+    for spec in (s for s in folder_trials(store) if s.search):
+        tid = spec.id
         if spec.search not in summaries:
             summary = store.read_json(f"{spec.search}.json") or {}
             summaries[spec.search] = {r["id"]: r for r in summary.get("trials", []) if isinstance(r, dict)}

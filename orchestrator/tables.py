@@ -20,8 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from .status import load_sweep_meta, sweep_trials
-from .store import RESULT_JSON, TRIAL_JSON, TRIALS, Store, trial_rel
+from .status import folder_trials, sweep_trials
+from .store import RESULT_JSON, Store, trial_rel
 from .trials import TrialSpec
 
 REFERENCE = Path(__file__).with_name("paper_results.csv")
@@ -63,11 +63,7 @@ def load_reference(path: str | Path | None = None) -> pd.DataFrame:
 
 def report_specs(store: Store) -> list[TrialSpec]:
     """``sweep.json``'s trials; without one, every trial folder that is not part of a search."""
-    specs = sweep_trials(store)
-    if not specs:
-        found = (store.read_json(trial_rel(tid, TRIAL_JSON)) for tid in store.list_dirs(TRIALS))
-        specs = [TrialSpec.from_json(d) for d in found if isinstance(d, dict) and "config" in d and not d.get("search")]
-    return specs
+    return sweep_trials(store) or [s for s in folder_trials(store) if not s.search]
 
 
 def split_label(initial: int, tasks: int) -> str:
