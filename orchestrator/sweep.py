@@ -158,7 +158,7 @@ def _axes_of(variant: schema.ApproachVariant, dataset: str, scenario: str, split
 def _points(sweep: schema.Sweep) -> Iterator[tuple[schema.ApproachVariant, dict[str, Any]]]:
     """Grid product minus ``exclude``, then ``include``; first occurrence wins."""
     grid = sweep.grid
-    variants = grid.variants()
+    variants = grid.approach
     by_name = {v.name: v for v in variants}
     seen: set[tuple] = set()
 
@@ -251,13 +251,13 @@ def option_blocks(sweep: schema.Sweep) -> list[tuple[str, dict[str, Any], dict[s
     blocks: list[tuple[str, dict[str, Any], dict[str, Any]]] = [("defaults", dict(sweep.defaults), {})]
     for name, over in sweep.datasets.items():
         blocks.append((f"datasets.{name}.set", dict(over.set), {"dataset": name}))
-    variants = {v.name: v for v in sweep.grid.variants()}
+    variants = {v.name: v for v in sweep.grid.approach}
     for name, over in sweep.approaches.items():
         approach = variants[name].approach if name in variants else name
         blocks.append((f"approaches.{name}.set", dict(over.set), {"approach": approach}))
-    for variant in sweep.grid.variants():
+    for variant in sweep.grid.approach:
         if variant.set:
-            index = [v.name for v in sweep.grid.variants()].index(variant.name)
+            index = [v.name for v in sweep.grid.approach].index(variant.name)
             blocks.append((f"grid.approach.{index}.set", dict(variant.set), {"approach": variant.approach}))
     for i, rule in enumerate(sweep.overrides):
         pattern: dict[str, Any] = {}

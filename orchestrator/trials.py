@@ -184,7 +184,7 @@ def expand(sweep: schema.Sweep, **kwargs: Any) -> list[TrialSpec]:
 def check_sweep(sweep: schema.Sweep, *, where: str, set_values: Mapping[str, Any] | None = None) -> list[str]:
     """Names and every option block against ``cil_core`` (first problem raised, located by
     block and key); returns the approaches ``skip_missing_approaches`` leaves out."""
-    variants = sweep.grid.variants()
+    variants = sweep.grid.approach
     missing = _check_names(where, "grid.dataset", "data set", list(sweep.grid.dataset) + [d for m in sweep.include for d in (m.dataset or [])], dataset_names())
     missing_approaches = _check_names(where, "grid.approach", "approach", [v.approach for v in variants], approach_names())
     if missing:
