@@ -191,7 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from . import schema
     from .store import Store
-    from .sweep import default_results_dir, load_sweep, parse_resources
+    from .sweep import load_sweep, parse_resources
     from .trials import check_sweep, expand, iter_trials, parse_only, select
 
     where = args.sweep
@@ -208,7 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.warning("warning: cil_core has no approach %s yet; those trials are left out (skip_missing_approaches)", ", ".join(map(repr, dropped)))
     kwargs = dict(where=where, set_values=set_values, resources=resources, drop_approaches=dropped)
     wanted = parse_only(args.only_items)
-    store = Store(args.results or default_results_dir(sweep))
+    store = Store(args.results or f"results/{sweep.name}")
     if args.dry_run and not wanted:
         print(format_dry_run(iter_trials(sweep, **kwargs), sweep, store))
         return EXIT_OK

@@ -8,8 +8,8 @@ Precedence of training options, later wins: ``defaults`` < ``datasets.<d>.set`` 
 
 from __future__ import annotations
 
-import hashlib
 import itertools
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -32,63 +32,32 @@ class Cell:
     hours: float | None
 
 
-# ----------------------------------------------------------------------------- loading
-
-
-def _describe_loc(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc)
+MESSAGES = {"extra_forbidden": "unknown key", "missing": "required key is missing", "too_short": "is empty: list at least one value"}
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
     """The pydantic model inside ``annotation`` (``list[X]``, ``dict[str, X]``, ``X | None``)."""
-    import typing
-
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    for arg in typing.get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
-    """The field names of the model that the unknown key at ``loc`` sits in."""
-    model: type[BaseModel] | None = schema.Sweep
-    for part in loc[:-1]:
-        if model is None:
-            return None
-        if isinstance(part, int):
-            continue
-        if str(part) in model.model_fields:
-            model = _model_in(model.model_fields[str(part)].annotation)
-        # else: a dict key such as datasets.<name>; the value's model is already current
-    return list(model.model_fields) if model is not None else None
+    return next(filter(None, map(_model_in, typing.get_args(annotation))), None)
 
 
 def format_validation_error(exc: ValidationError, where: str) -> SweepError:
     """The first problem pydantic found, as ``<file>: <dotted.key>: <problem>``."""
     err = exc.errors()[0]
-    loc = tuple(err.get("loc", ()))
-    message = str(err.get("msg", "invalid"))
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            message = message[len(prefix):]
-    kind = err.get("type", "")
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc)
-        hint = f" (allowed here: {', '.join(allowed)})" if allowed else ""
-        message = f"unknown key{hint}"
-    elif kind == "missing":
-        message = "required key is missing"
-    elif kind in ("too_short", "list_too_short", "dict_too_short") or (kind == "too_short"):
-        message = "is empty: list at least one value"
+    loc, kind = tuple(err.get("loc", ())), err.get("type", "")
+    message = MESSAGES.get(kind) or str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if kind == "extra_forbidden":  # name the keys allowed where the unknown one sits
+        model: type[BaseModel] | None = schema.Sweep
+        for part in loc[:-1]:  # a dict key (datasets.<name>) or a list index keeps the model
+            if model is not None and str(part) in model.model_fields:
+                model = _model_in(model.model_fields[str(part)].annotation)
+        message += f" (allowed here: {', '.join(model.model_fields)})" if model is not None else ""
     elif "input" in err and kind.endswith(("_type", "_parsing")):
         message = f"{message}, got {err['input']!r}"
     if not loc and ": " in message:
-        key, problem = message.split(": ", 1)
-        return SweepError(where, key, problem)
-    return SweepError(where, _describe_loc(loc) or None, message)
+        return SweepError(where, *message.split(": ", 1))
+    return SweepError(where, ".".join(map(str, loc)) or None, message)
 
 
 def load_sweep_text(text: str, where: str) -> schema.Sweep:
@@ -267,11 +236,3 @@ def option_blocks(sweep: schema.Sweep) -> list[tuple[str, dict[str, Any], dict[s
             pattern["approach"] = variants[rule.match.approach[0]].approach if rule.match.approach[0] in variants else rule.match.approach[0]
         blocks.append((f"overrides.{i}.set", dict(rule.set), pattern))
     return blocks
-
-
-def sweep_fingerprint(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def default_results_dir(sweep: schema.Sweep) -> str:
-    return str(Path("results") / sweep.name)

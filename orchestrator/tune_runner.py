@@ -11,6 +11,7 @@ and the progress table (``CLIReporter``). Searches live in :mod:`orchestrator.se
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -58,8 +59,6 @@ class RunOutcome:
 
 
 def write_sweep_meta(store: Store, sweep: schema.Sweep, trials: list[TrialSpec], where: str, text: str | None = None) -> None:
-    from .sweep import sweep_fingerprint
-
     store.write_json(
         SWEEP_JSON,
         {
@@ -67,7 +66,7 @@ def write_sweep_meta(store: Store, sweep: schema.Sweep, trials: list[TrialSpec],
             "name": sweep.name,
             "description": sweep.description,
             "sweep_file": os.path.abspath(where) if os.path.exists(where) else where,
-            "sweep_sha": sweep_fingerprint(text) if text else None,
+            "sweep_sha": hashlib.sha256(text.encode()).hexdigest()[:16] if text else None,
             "written": time.time(),
             "report": sweep.report.model_dump(mode="json"),
             "search": sweep.search.model_dump(mode="json") if sweep.search else None,
