@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FAILED, InvalidTrials, OrchestratorError, SweepError
@@ -88,75 +89,53 @@ SAMPLE_ROWS = 20
 
 
 def format_dry_run(trials: Iterable, sweep: Any, store: Any) -> str:
-    """The trials (all, or a sample of a huge grid), counts per axis and the estimated cost;
-    streams ``trials`` once, holding only the sample, the counters and one int per trial."""
-    from collections import deque
-
+    """The trials (all, or the first and last rows of a huge grid), counts per axis and the estimated
+    cost; streams ``trials`` once, holding only the sample, the counters and one int per distinct run."""
     from .status import finished_ids
-    from .trials import axis_counts
+    from .trials import axis_counts, estimate_hours
 
-    finished = finished_ids(store) if store is not None else set()
-    head: list = []
-    tail: deque = deque(maxlen=DRY_RUN_ROWS)
-    counts = axis_counts(())
-    seen: set[int] = set()
-    unique: list = []  # the first distinct runs, for the cost estimate
+    finished, seen, unique, head, tail = finished_ids(store), set(), [], [], deque(maxlen=DRY_RUN_ROWS)
     total = done = 0
-    for t in trials:
-        total += 1
-        key = hash(t.id)
-        if key not in seen:
-            seen.add(key)
-            done += t.id in finished
-            if len(unique) <= DRY_RUN_ROWS:
-                unique.append(t)
-        for axis, value in (("dataset", t.dataset), ("scenario", t.scenario), ("split", t.split), ("approach", t.variant), ("seed", t.seed)):
-            counts[axis][value] += 1
-        (head if len(head) < SAMPLE_ROWS else tail).append((total, t))
-    rows = [
-        [
-            str(i), t.id, t.dataset, t.scenario, f"{t.split[0]} {t.split[1]}", t.variant, str(t.seed),
-            f"{t.resources.get('gpu', 0):g}", f"{t.resources.get('cpu', 1):g}", "-" if t.hours is None else f"{t.hours:.2f}",
-            "done" if t.id in finished else "to run",
-        ]
+
+    def sampled() -> Iterable:
+        nonlocal total, done
+        for t in trials:
+            total += 1
+            if hash(t.id) not in seen:
+                seen.add(hash(t.id))
+                done += t.id in finished
+                unique.extend([t] if len(unique) <= DRY_RUN_ROWS else [])  # the first distinct runs, for the cost
+            (head if len(head) < SAMPLE_ROWS else tail).append((total, t))
+            yield t
+
+    counts = axis_counts(sampled())
+    header = ["#", "trial", "dataset", "scenario", "split", "approach", "seed", "gpu", "cpu", "hours", "state"]
+    rows = [header] + [
+        [str(i), t.id, t.dataset, t.scenario, f"{t.split[0]} {t.split[1]}", t.variant, str(t.seed),
+         f"{t.resources.get('gpu', 0):g}", f"{t.resources.get('cpu', 1):g}", "-" if t.hours is None else f"{t.hours:.2f}",
+         "done" if t.id in finished else "to run"]
         for i, t in head + (list(tail) if total <= DRY_RUN_ROWS + SAMPLE_ROWS else list(tail)[-SAMPLE_ROWS:])
     ]
-    header = ["#", "trial", "dataset", "scenario", "split", "approach", "seed", "gpu", "cpu", "hours", "state"]
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    right = {0, 6, 7, 8, 9}
-    lines = []
-    for i, r in enumerate([header] + rows):
-        if total > DRY_RUN_ROWS + SAMPLE_ROWS and i == SAMPLE_ROWS + 1:
-            lines.append(f"... {total - len(rows)} more trials ...")
-        lines.append("  ".join(c.rjust(w) if j in right else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip())
-    lines.append("")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) if j in (0, 6, 7, 8, 9) else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip()
+             for r in rows]
+    if total > DRY_RUN_ROWS + SAMPLE_ROWS:
+        lines.insert(SAMPLE_ROWS + 1, f"... {total - len(rows) + 1} more trials ...")
     count = f"{total} trials" + (f" ({len(seen)} distinct runs)" if len(seen) != total else "")
     if sweep.search is not None:
         count += f" x {sweep.search.num_samples} samples ({sweep.search.searcher} search over {', '.join(sweep.search.space)})"
-    lines.append(f"sweep {sweep.name}: {count}")
+    lines += ["", f"sweep {sweep.name}: {count}"]
     for axis, counter in counts.items():
-        shown = list(counter.items())
-        text = ", ".join(f"{' '.join(map(str, k)) if isinstance(k, tuple) else k} {v}" for k, v in shown[:SAMPLE_ROWS]) + (", ..." if len(shown) > SAMPLE_ROWS else "")
+        text = ", ".join(f"{k} {v}" for k, v in list(counter.items())[:SAMPLE_ROWS]) + (", ..." if len(counter) > SAMPLE_ROWS else "")
         lines.append(f"  {axis:<9} {text}  ({len(counter)} values)")
-    lines.append(_cost_line(unique, len(seen), sweep.search.num_samples if sweep.search is not None else 1))
-    if store is not None:
-        lines.append(f"results: {store.root} ({done} of {len(seen)} already finished)")
-    return "\n".join(lines)
-
-
-def _cost_line(unique: list, distinct: int, factor: int) -> str:
-    """The estimated cost (per-trial ``hours`` from the sweep file), scaled from the first
-    distinct runs when the grid is too large to keep."""
-    from .trials import estimate_hours
-
-    est = estimate_hours(unique)
-    scale = factor * distinct / max(1, len(unique))
+    est, extrapolate = estimate_hours(unique), len(seen) / max(1, len(unique))
+    scale = (sweep.search.num_samples if sweep.search is not None else 1) * extrapolate
     cost = f"estimated cost: {est['gpu_hours'] * scale:.1f} GPU hours"
-    if est["cpu_hours"]:
-        cost += f" + {est['cpu_hours'] * scale:.1f} CPU-core hours"
-    cost += f" ({est['trial_hours'] * scale:.1f} trial hours"
-    cost += f"; {round(est['unknown'] * distinct / max(1, len(unique)))} trials without a cost estimate)" if est["unknown"] else ")"
-    return cost + ("" if len(unique) == distinct else f" [extrapolated from {len(unique)} of {distinct} runs]")
+    cost += (f" + {est['cpu_hours'] * scale:.1f} CPU-core hours" if est["cpu_hours"] else "") + f" ({est['trial_hours'] * scale:.1f} trial hours"
+    cost += f"; {round(est['unknown'] * extrapolate)} trials without a cost estimate)" if est["unknown"] else ")"
+    lines.append(cost + ("" if len(unique) == len(seen) else f" [extrapolated from {len(unique)} of {len(seen)} runs]"))
+    lines.append(f"results: {store.root} ({done} of {len(seen)} already finished)")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -233,20 +212,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     text = open(where).read()
     try:
         with ResultsLock(store, command=" ".join(["python -m orchestrator", *sys.argv[1:]])):
-            opts = RunOptions(
-                store=store,
-                where=where,
-                address=args.address,
-                max_failures=args.max_failures,
-                retry_failed=args.retry_failed,
-                runner=args.runner or DEFAULT_RUNNER,
-                resource_check=not args.no_resource_check,
-                num_cpus=args.num_cpus,
-                num_gpus=args.num_gpus,
-                only_ids=slice_ids,
-                quiet=args.quiet,
-            )
-            outcome = run_sweep(sweep, trials, opts, sweep_text=text)
+            opts = RunOptions(store=store, where=where, address=args.address, max_failures=args.max_failures,
+                              retry_failed=args.retry_failed, runner=args.runner or DEFAULT_RUNNER,
+                              resource_check=not args.no_resource_check, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+                              only_ids=slice_ids, quiet=args.quiet)
+            statuses, incomplete = run_sweep(sweep, trials, opts, sweep_text=text)
             if not args.no_report:
                 from .report import build_report
 
@@ -255,26 +225,21 @@ def cmd_run(args: argparse.Namespace) -> int:
                 log.info("wrote %s", ", ".join(store.uri(f) for f in report.files[:4]) + (f" and {len(report.files) - 4} more" if len(report.files) > 4 else ""))
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if sweep.search is not None:
-        bad = [s for s in outcome.statuses if s.state in ("failed", "interrupted", "running", "pending")]
-        if outcome.incomplete_searches:
-            print(
-                f"\nsearch not finished: {', '.join(outcome.incomplete_searches)}; run the same command again to continue it",
-                file=sys.stderr,
-            )
-            if not bad:
-                return EXIT_TRIALS_FAILED
-    else:
-        bad = outcome.unfinished
-        if slice_ids is not None:  # trials outside the slice are left for later, not failures
-            bad = [s for s in bad if s.spec.id in slice_ids]
+    if sweep.search is None:  # trials outside --only are left for later, not failures
+        bad = [s for s in statuses if s.state != "done" and (slice_ids is None or s.spec.id in slice_ids)]
+    else:  # a sample stopped early by the search is not a failure
+        bad = [s for s in statuses if s.state not in ("done", "stopped")]
+    if incomplete:
+        print(f"\nsearch not finished: {', '.join(incomplete)}; run the same command again to continue it", file=sys.stderr)
     if bad:
-        failed = sum(1 for s in bad if s.state == "failed")
-        print(f"\n{len(bad)} of {len(outcome.statuses)} trials did not finish ({failed} failed):", file=sys.stderr)
+        print(f"\n{len(bad)} of {len(statuses)} trials did not finish ({sum(s.state == 'failed' for s in bad)} failed):",
+              file=sys.stderr)
         print(_failure_summary(bad), file=sys.stderr)
-        print(f"Run the same command again to resume; 'python -m orchestrator status {store.root}' shows each trial.", file=sys.stderr)
+        print(f"Run the same command again to resume; 'python -m orchestrator status {store.root}' shows each trial.",
+              file=sys.stderr)
+    if bad or incomplete:
         return EXIT_TRIALS_FAILED
-    log.info("%s", finished_line(outcome.statuses, slice_ids))
+    log.info("%s", finished_line(statuses, slice_ids))
     return EXIT_OK
 
 
