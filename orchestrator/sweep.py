@@ -113,41 +113,28 @@ def _merge_resources(base: dict[str, float], layer: schema.Resources | Mapping[s
     return {**base, **{k: float(v) for k, v in values.items() if v is not None}}
 
 
-def _axes_of(variant: schema.ApproachVariant, dataset: str, scenario: str, split: schema.Split, seed: int) -> dict[str, Any]:
-    return {
-        "dataset": dataset,
-        "scenario": scenario,
-        "initial_classes": split.initial_classes,
-        "total_tasks": split.total_tasks,
-        "approach": variant.approach,
-        "seed": seed,
-    }
-
-
 def _points(sweep: schema.Sweep) -> Iterator[tuple[schema.ApproachVariant, dict[str, Any]]]:
     """Grid product minus ``exclude``, then ``include``; first occurrence wins."""
-    grid = sweep.grid
-    variants = grid.approach
-    by_name = {v.name: v for v in variants}
-    seen: set[tuple] = set()
+    grid, seen = sweep.grid, set()
+    by_name = {v.name: v for v in grid.approach}
 
-    def product(datasets, scenarios, splits, variants_, seeds, excluding: bool):
-        for dataset, scenario, split, variant in itertools.product(datasets, scenarios, splits, variants_):
-            for seed in seeds:
-                axes = _axes_of(variant, dataset, scenario, split, seed)
-                if excluding and any(rule.matches(axes, (variant.name, variant.approach)) for rule in sweep.exclude):
+    def product(datasets, scenarios, splits, variants, seeds, excluding: bool):
+        for dataset, scenario, split, variant, seed in itertools.product(datasets, scenarios, splits, variants, seeds):
+            axes = {"dataset": dataset, "scenario": scenario, "initial_classes": split.initial_classes,
+                    "total_tasks": split.total_tasks, "approach": variant.approach, "seed": seed}
+            if excluding and any(rule.matches(axes, (variant.name, variant.approach)) for rule in sweep.exclude):
+                continue
+            if sweep.include:  # only an include can repeat a grid point
+                if (key := (dataset, scenario, split.pair, variant.name, seed)) in seen:
                     continue
-                key = (dataset, scenario, split.pair, variant.name, seed)
-                if sweep.include:  # only an include can repeat a grid point
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                yield variant, axes
+                seen.add(key)
+            yield variant, axes
 
-    yield from product(grid.dataset, grid.scenario, grid.split, variants, grid.seed, True)
+    yield from product(grid.dataset, grid.scenario, grid.split, grid.approach, grid.seed, True)
     for rule in sweep.include:
-        inc = [by_name.get(a) or schema.ApproachVariant(name=a, approach=a) for a in rule.approach] if rule.approach else variants
-        yield from product(rule.dataset or grid.dataset, rule.scenario or grid.scenario, rule.split or grid.split, inc, rule.seed or grid.seed, False)
+        variants = [by_name.get(a) or schema.ApproachVariant(name=a, approach=a) for a in rule.approach or []] or grid.approach
+        yield from product(rule.dataset or grid.dataset, rule.scenario or grid.scenario, rule.split or grid.split, variants,
+                           rule.seed or grid.seed, False)
 
 
 def cells(sweep: schema.Sweep, *, where: str = "<sweep>", set_values: Mapping[str, Any] | None = None,
@@ -217,22 +204,15 @@ def _layers(sweep: schema.Sweep, variant: schema.ApproachVariant, axes: dict[str
 def option_blocks(sweep: schema.Sweep) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """Every block of training options with a matching pattern (for validation):
     ``(where, options, {"dataset": ..., "approach": ...})``."""
-    blocks: list[tuple[str, dict[str, Any], dict[str, Any]]] = [("defaults", dict(sweep.defaults), {})]
-    for name, over in sweep.datasets.items():
-        blocks.append((f"datasets.{name}.set", dict(over.set), {"dataset": name}))
-    variants = {v.name: v for v in sweep.grid.approach}
-    for name, over in sweep.approaches.items():
-        approach = variants[name].approach if name in variants else name
-        blocks.append((f"approaches.{name}.set", dict(over.set), {"approach": approach}))
-    for variant in sweep.grid.approach:
-        if variant.set:
-            index = [v.name for v in sweep.grid.approach].index(variant.name)
-            blocks.append((f"grid.approach.{index}.set", dict(variant.set), {"approach": variant.approach}))
+    approach_of = {v.name: v.approach for v in sweep.grid.approach}
+    blocks = [("defaults", dict(sweep.defaults), {})]
+    blocks += [(f"datasets.{name}.set", dict(over.set), {"dataset": name}) for name, over in sweep.datasets.items()]
+    blocks += [(f"approaches.{name}.set", dict(over.set), {"approach": approach_of.get(name, name)})
+               for name, over in sweep.approaches.items()]
+    blocks += [(f"grid.approach.{i}.set", dict(v.set), {"approach": v.approach}) for i, v in enumerate(sweep.grid.approach) if v.set]
     for i, rule in enumerate(sweep.overrides):
-        pattern: dict[str, Any] = {}
-        if rule.match.dataset:
-            pattern["dataset"] = rule.match.dataset[0]
+        pattern = {"dataset": rule.match.dataset[0]} if rule.match.dataset else {}
         if rule.match.approach:
-            pattern["approach"] = variants[rule.match.approach[0]].approach if rule.match.approach[0] in variants else rule.match.approach[0]
+            pattern["approach"] = approach_of.get(rule.match.approach[0], rule.match.approach[0])
         blocks.append((f"overrides.{i}.set", dict(rule.set), pattern))
     return blocks
