@@ -22,7 +22,7 @@ import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FAILED, InvalidTrials, OrchestratorError, SweepError
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FAILED, OrchestratorError, SweepError
 
 if TYPE_CHECKING:
     from .status import TrialStatus
@@ -56,29 +56,21 @@ def _run_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _status_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m orchestrator status", description="Done / running / failed per trial, read from the files (Ray need not run).")
+def _results_parser(command: str) -> argparse.ArgumentParser:
+    """``status`` and ``report`` read the results directory's files only (Ray need not run)."""
+    p = argparse.ArgumentParser(prog=f"python -m orchestrator {command}", description={
+        "status": "Done / running / failed per trial, read from the files (Ray need not run).",
+        "report": "Write tables.md/.csv/.tex and plots from the finished trials; print the tables."}[command])
     p.add_argument("results", help="the results directory or URI")
-    p.add_argument("--pending", action="store_true", help="list only trials that are not done")
-    p.add_argument("--tail", type=int, default=10, help="lines of stderr shown per failed trial (default 10)")
+    if command == "status":
+        p.add_argument("--pending", action="store_true", help="list only trials that are not done")
+        p.add_argument("--tail", type=int, default=10, help="lines of stderr shown per failed trial (default 10)")
+    else:
+        p.add_argument("--check", action="store_true",
+                       help="exit 1 when a finished cell is outside its tolerance of the published number")
+        p.add_argument("--no-plots", action="store_true")
+        p.add_argument("--reference", help=argparse.SUPPRESS)  # another paper_results.csv (tests)
     return p
-
-
-def _report_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m orchestrator report", description="Write tables.md/.csv/.tex and plots from the finished trials; print the tables.")
-    p.add_argument("results", help="the results directory or URI")
-    p.add_argument("--check", action="store_true", help="exit 1 when a finished cell is outside its tolerance of the published number")
-    p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--reference", help=argparse.SUPPRESS)  # another paper_results.csv (tests)
-    return p
-
-
-def _setup_logging(quiet: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.WARNING if quiet else logging.INFO)
-    log.propagate = False
 
 
 # ----------------------------------------------------------------------------- dry run
@@ -254,25 +246,27 @@ def finished_line(statuses: list[TrialStatus], slice_ids: set[str] | None) -> st
     return line + (f"; {left} of the sweep's {len(statuses)} are left for later" if left else "; the whole sweep is done")
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from .status import collect, format_status
+def _results(path: str) -> Any:
     from .store import Store
 
-    store = Store(args.results)
+    store = Store(path)
     if store.is_local and not store.local().is_dir():
-        raise OrchestratorError(f"{args.results}: no such results directory")
-    statuses = collect(store, tail_lines=args.tail)
-    print(format_status(store, statuses, show_all=not args.pending))
+        raise OrchestratorError(f"{path}: no such results directory")
+    return store
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import collect, format_status
+
+    store = _results(args.results)
+    print(format_status(store, collect(store, tail_lines=args.tail), show_all=not args.pending))
     return EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
-    from .store import Store
 
-    store = Store(args.results)
-    if store.is_local and not store.local().is_dir():
-        raise OrchestratorError(f"{args.results}: no such results directory")
+    store = _results(args.results)
     report = build_report(store, plots=False if args.no_plots else None, reference_path=args.reference)
     print(report.text())
     if report.tables is None and report.search_markdown is None:
@@ -295,21 +289,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
-        command, rest = argv[0], argv[1:]
-        args = (_status_parser() if command == "status" else _report_parser()).parse_args(rest)
-        _setup_logging(quiet=True)
-        func = cmd_status if command == "status" else cmd_report
+        args = _results_parser(argv[0]).parse_args(argv[1:])
+        func, quiet = (cmd_status if argv[0] == "status" else cmd_report), True
     else:
         args = _run_parser().parse_args(argv)
-        _setup_logging(quiet=args.quiet)
-        func = cmd_run
+        func, quiet = cmd_run, args.quiet
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    log.handlers[:], log.propagate = [handler], False
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
     try:
         return func(args)
-    except InvalidTrials as exc:
-        print("\n".join(f"error: {line}" for line in exc.lines), file=sys.stderr)
-        return exc.exit_code
     except OrchestratorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("\n".join(f"error: {line}" for line in str(exc).splitlines()), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)

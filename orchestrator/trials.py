@@ -136,9 +136,9 @@ class Resolver:
     def raise_problems(self, where: str) -> None:
         """One line per distinct problem, naming up to three of its trials (``InvalidTrials``)."""
         if self.problems:
-            raise InvalidTrials([f"{where}: {message} ({self.counts[message]} trials: {', '.join(named[:SHOWN_PER_PROBLEM])}"
-                                 f"{', ...' if len(named) > SHOWN_PER_PROBLEM else ''})"
-                                 for message, named in self.problems.items()])
+            raise InvalidTrials("\n".join(
+                f"{where}: {message} ({self.counts[message]} trials: {', '.join(named[:SHOWN_PER_PROBLEM])}"
+                f"{', ...' if len(named) > SHOWN_PER_PROBLEM else ''})" for message, named in self.problems.items()))
 
 
 def iter_trials(sweep: schema.Sweep, *, where: str = "<sweep>", set_values: Mapping[str, Any] | None = None,
