@@ -73,9 +73,6 @@ def _results_parser(command: str) -> argparse.ArgumentParser:
     return p
 
 
-# ----------------------------------------------------------------------------- dry run
-
-
 DRY_RUN_ROWS = 2000  # above this many trials, --dry-run lists a sample (the first and last rows)
 SAMPLE_ROWS = 20
 
@@ -128,9 +125,6 @@ def format_dry_run(trials: Iterable, sweep: Any, store: Any) -> str:
     lines.append(cost + ("" if len(unique) == len(seen) else f" [extrapolated from {len(unique)} of {len(seen)} runs]"))
     lines.append(f"results: {store.root} ({done} of {len(seen)} already finished)")
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- commands
 
 
 def _failure_summary(statuses: list, limit: int = 20) -> str:

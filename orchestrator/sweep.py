@@ -103,9 +103,6 @@ def parse_resources(text: str | None, where: str = "--resources") -> dict[str, f
     return {k: float(v) for k, v in model.model_dump().items() if v is not None}
 
 
-# ----------------------------------------------------------------------------- cells
-
-
 def _merge_resources(base: dict[str, float], layer: schema.Resources | Mapping[str, float] | None) -> dict[str, float]:
     if layer is None:
         return base

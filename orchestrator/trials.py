@@ -46,25 +46,12 @@ class TrialSpec:
     params: dict[str, Any] = field(default_factory=dict)  # sampled search parameters
     given: dict[str, Any] = field(default_factory=dict)  # a search's base: the options as written (samples re-resolve)
 
-    @property
-    def dataset(self) -> str:
-        return self.config["dataset"]
-
-    @property
-    def scenario(self) -> str:
-        return self.config["scenario"]
-
-    @property
-    def split(self) -> tuple[int, int]:
-        return (int(self.config["initial_classes"]), int(self.config["total_tasks"]))
-
-    @property
-    def approach(self) -> str:
-        return self.config["approach"]
-
-    @property
-    def seed(self) -> int:
-        return int(self.config.get("seed", 0))
+    # the grid axes, read from the resolved config
+    dataset = property(lambda self: self.config["dataset"])
+    scenario = property(lambda self: self.config["scenario"])
+    approach = property(lambda self: self.config["approach"])
+    split = property(lambda self: (int(self.config["initial_classes"]), int(self.config["total_tasks"])))
+    seed = property(lambda self: int(self.config.get("seed", 0)))
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -90,9 +77,6 @@ def trial_id(config: RunConfig) -> str:
 def resolve(values: Mapping[str, Any]) -> RunConfig:
     """A sweep's options (flat keys, ``APPROACH.OPTION``, axes) -> the resolved RunConfig."""
     return resolve_config(build_config(values))
-
-
-# ----------------------------------------------------------------------------- resolving cells
 
 
 def _describe(cell: Cell) -> str:
@@ -167,9 +151,6 @@ def expand(sweep: schema.Sweep, **kwargs: Any) -> list[TrialSpec]:
     return list(iter_trials(sweep, **kwargs))
 
 
-# ----------------------------------------------------------------------------- checks before Ray
-
-
 def check_sweep(sweep: schema.Sweep, *, where: str, set_values: Mapping[str, Any] | None = None) -> list[str]:
     """Names and every option block against ``cil_core`` (first problem raised, located by
     block and key); returns the approaches ``skip_missing_approaches`` leaves out."""
@@ -207,9 +188,6 @@ def _missing(where: str, key: str, kind: str, names: Sequence[str], known: Seque
     return missing
 
 
-# ----------------------------------------------------------------------------- --only
-
-
 def _axis_value(spec: TrialSpec, axis: str) -> str:
     if axis == "split":
         return f"{spec.split[0]}/{spec.split[1]}"
@@ -241,9 +219,6 @@ def select(trials: Iterable[TrialSpec], wanted: dict[str, set[str]]) -> list[Tri
         asked = " ".join(f"{axis}={','.join(sorted(v))}" for axis, v in wanted.items())
         raise SweepError("--only", None, f"{asked} matches none of the sweep's {len(trials)} trials (the sweep has {have})")
     return chosen
-
-
-# ----------------------------------------------------------------------------- summaries
 
 
 def axis_counts(trials: Iterable[TrialSpec]) -> dict[str, Counter]:
