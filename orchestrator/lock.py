@@ -60,9 +60,9 @@ class ResultsLock:
         if not info:
             return LockedError(f"{self.store.root}: another orchestrator holds {path}")
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
-        return LockedError(f"{self.store.root}: in use by orchestrator pid {info.get('pid')} on host {info.get('host')} "
-                           f"since {started} ({info.get('command', '?')}); wait for it to finish, or stop it, or if it "
-                           f"is gone delete {path}")
+        return LockedError(f"{self.store.root}: in use by orchestrator pid {info.get('pid')} on host "
+                           f"{info.get('host')} since {started} ({info.get('command', '?')}); wait for it to finish, "
+                           f"or stop it, or if it is gone delete {path}")
 
     def acquire(self) -> "ResultsLock":
         self.store.mkdir("")

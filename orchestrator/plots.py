@@ -71,8 +71,8 @@ def plot_all(store: Store, results: pd.DataFrame, specs: list[TrialSpec]) -> lis
             ax.plot(x, means, marker=style[row]["marker"], markersize=4, color=style[row]["color"],
                     label=f"{row} (n={len(runs)})")
             if len(runs) >= 2:
-                ax.fill_between(x, (means - stds).clip(lower=0), (means + stds).clip(upper=100), color=style[row]["color"],
-                                alpha=0.15, linewidth=0)
+                ax.fill_between(x, (means - stds).clip(lower=0), (means + stds).clip(upper=100),
+                                color=style[row]["color"], alpha=0.15, linewidth=0)
         ax.set_xlabel("classes seen" if sel["task_classes"].map(bool).all() else "task")
         ax.set_ylabel("accuracy on all seen classes (%)")
         ax.set_ylim(0, 100)
@@ -89,12 +89,12 @@ def plot_all(store: Store, results: pd.DataFrame, specs: list[TrialSpec]) -> lis
             yerr = None  # +-1 std, clipped to the 0-100 range accuracy lives in
             if len(runs) >= 2:
                 yerr = [[min(s, h) for s, h in zip(stds, heights)], [min(s, 100.0 - h) for s, h in zip(stds, heights)]]
-            ax.bar([j + (i - (len(present) - 1) / 2) * width for j in range(len(SHOTS))], heights, width=width, yerr=yerr,
-                   capsize=2, color=style[row]["color"], label=row)
+            xs = [j + (i - (len(present) - 1) / 2) * width for j in range(len(SHOTS))]
+            ax.bar(xs, heights, width=width, yerr=yerr, capsize=2, color=style[row]["color"], label=row)
             any_bar = any_bar or means.notna().any()
         counts = next((c for c in sel["shot_counts"] if c), {})
         ax.set_xticks(range(len(SHOTS)))
-        ax.set_xticklabels([f"{shot} ({images} images)\n{_classes(counts.get(shot))}" for shot, images in SHOTS.items()])
+        ax.set_xticklabels([f"{shot} ({n} images)\n{_classes(counts.get(shot))}" for shot, n in SHOTS.items()])
         ax.set_ylabel("accuracy after the final task (%)")
         ax.set_ylim(0, 100)
         ax.set_title(f"{title}: many / medium / few-shot classes (mean ±1 std over seeds)", fontsize=10)

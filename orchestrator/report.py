@@ -45,9 +45,9 @@ def build_report(store: Store, *, plots: bool | None = None, reference_path: str
         return ReportOutput()
     results = load_results(store, specs)
     written = plot_all(store, results, specs) if (settings.get("plots", True) if plots is None else plots) else []
-    tables = build_tables(results, specs, load_reference(reference_path), title=f"{meta.get('name', 'results')}: results",
-                          metrics=list(settings.get("tables") or ["avg_incremental_accuracy", "last_accuracy"]),
-                          paper=bool(settings.get("paper", True)), plots=written)
+    tables = build_tables(results, specs, load_reference(reference_path), plots=written,
+                          title=f"{meta.get('name', 'results')}: results", paper=bool(settings.get("paper", True)),
+                          metrics=list(settings.get("tables") or ["avg_incremental_accuracy", "last_accuracy"]))
     for ext, key in (("md", "markdown"), ("csv", "csv"), ("tex", "latex")):
         store.write_text(f"tables.{ext}", getattr(tables, key))
     return ReportOutput(tables=tables, files=["tables.md", "tables.csv", "tables.tex"] + written)

@@ -156,9 +156,10 @@ class Match(Model):
 
     def matches(self, axes: dict[str, Any], approach_names: tuple[str, ...]) -> bool:
         """``approach_names``: the trial's row name and its approach (either may match)."""
+        pair = (axes["initial_classes"], axes["total_tasks"])
         return ((self.dataset is None or axes["dataset"] in self.dataset)
                 and (self.scenario is None or axes["scenario"] in self.scenario)
-                and (self.split is None or (axes["initial_classes"], axes["total_tasks"]) in [s.pair for s in self.split])
+                and (self.split is None or pair in [s.pair for s in self.split])
                 and (self.approach is None or bool(set(approach_names) & set(self.approach)))
                 and (self.seed is None or axes["seed"] in self.seed))
 
@@ -287,7 +288,7 @@ class Search(Model):
 
 
 class Report(Model):
-    tables: list[Literal[TABLE_METRICS]] = Field(default_factory=lambda: ["avg_incremental_accuracy", "last_accuracy"], min_length=1)
+    tables: list[Literal[TABLE_METRICS]] = Field(default_factory=lambda: list(TABLE_METRICS[:2]), min_length=1)
     plots: bool = True
     paper: bool = True
     top_k: int = Field(default=5, ge=1, description="search: how many best configs to list")

@@ -77,7 +77,8 @@ def trial_status(store: Store, spec: TrialSpec, *, in_sweep: bool = True, tail_l
             events.append(json.loads(line))
     starts = [e for e in events if e.get("event") == "start"]
     status.attempts, status.host = len(starts), starts[-1].get("host") if starts else None
-    tasks = [int(n[5:8]) for n in store.list_dirs(f"{rel}/checkpoints", files=True) if re.fullmatch(r"task_\d{3}\.pt", n)]
+    names = store.list_dirs(f"{rel}/checkpoints", files=True)
+    tasks = [int(n[5:8]) for n in names if re.fullmatch(r"task_\d{3}\.pt", n)]
     status.task = max(tasks, default=None)
     failed = store.read_json(f"{rel}/{FAILED_JSON}")
     if events and events[-1].get("event") == "start":
@@ -117,7 +118,7 @@ def failure_lines(s: TrialStatus, indent: str = "    ") -> list[str]:
 def format_status(store: Store, statuses: list[TrialStatus], *, show_all: bool = True) -> str:
     """A table of trials, a summary line, who holds the lock, then each failure's tail."""
     meta = load_sweep_meta(store) or {}
-    lines = [f"results: {store.root}" + (f"  (sweep {meta.get('name')}, file {meta.get('sweep_file')})" if meta else "")]
+    lines = [f"results: {store.root}" + (f"  (sweep {meta['name']}, file {meta.get('sweep_file')})" if meta else "")]
     lock = read_lock(store)
     if lock:
         state = {True: "running", False: "not running (stale lock)", None: "on another host"}[lock_holder_alive(lock)]
@@ -133,17 +134,21 @@ def format_status(store: Store, statuses: list[TrialStatus], *, show_all: bool =
                                    if extra else "")
     )
     if c["stopped"] + c["interrupted"] and not meta.get("search"):
-        lines.append("(stopped and interrupted trials continue from their last finished task when the sweep runs again)")
+        lines.append("(stopped and interrupted trials continue from their last finished task when the sweep runs "
+                     "again)")
     rows = statuses if show_all else [s for s in statuses if s.state != "done"]
     width = max((len(s.id) for s in rows), default=0)
     if rows:
         lines += ["", f"{'trial':<{width}}  {'state':<11}  {'task':>7}  {'tries':>5}  note"]
     for s in rows:
-        note = f"{'permanent ' if s.permanent else ''}{s.failure_kind or ''}: {s.error or ''}" if s.state == "failed" else ""
+        note = ""
+        if s.state == "failed":
+            note = f"{'permanent ' if s.permanent else ''}{s.failure_kind or ''}: {s.error or ''}"
         note = f"on {s.host}" if s.state == "running" and s.host else note
         if not s.in_sweep:
             note = (note + " " if note else "") + ("[search]" if s.spec.search else "[not in sweep.json]")
-        task = f"{s.num_tasks}/{s.num_tasks}" if s.state == "done" else "-" if s.task is None else f"{int(s.task) + 1}/{s.num_tasks}"
+        task = "-" if s.task is None else f"{int(s.task) + 1}/{s.num_tasks}"
+        task = f"{s.num_tasks}/{s.num_tasks}" if s.state == "done" else task
         lines.append(f"{s.id:<{width}}  {s.state:<11}  {task:>7}  {s.attempts:>5}  {note}".rstrip())
     for s in statuses:
         if s.state == "failed":

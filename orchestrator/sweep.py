@@ -32,7 +32,8 @@ class Cell:
     hours: float | None
 
 
-MESSAGES = {"extra_forbidden": "unknown key", "missing": "required key is missing", "too_short": "is empty: list at least one value"}
+MESSAGES = {"extra_forbidden": "unknown key", "missing": "required key is missing",
+            "too_short": "is empty: list at least one value"}
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
@@ -129,9 +130,9 @@ def _points(sweep: schema.Sweep) -> Iterator[tuple[schema.ApproachVariant, dict[
 
     yield from product(grid.dataset, grid.scenario, grid.split, grid.approach, grid.seed, True)
     for rule in sweep.include:
-        variants = [by_name.get(a) or schema.ApproachVariant(name=a, approach=a) for a in rule.approach or []] or grid.approach
-        yield from product(rule.dataset or grid.dataset, rule.scenario or grid.scenario, rule.split or grid.split, variants,
-                           rule.seed or grid.seed, False)
+        variants = [by_name.get(a) or schema.ApproachVariant(name=a, approach=a) for a in rule.approach or []]
+        yield from product(rule.dataset or grid.dataset, rule.scenario or grid.scenario, rule.split or grid.split,
+                           variants or grid.approach, rule.seed or grid.seed, False)
 
 
 def cells(sweep: schema.Sweep, *, where: str = "<sweep>", set_values: Mapping[str, Any] | None = None,
@@ -154,7 +155,8 @@ def cells(sweep: schema.Sweep, *, where: str = "<sweep>", set_values: Mapping[st
     for variant, axes in _points(sweep):
         if variant.approach in dropped:
             continue
-        key = (axes["dataset"], axes["scenario"], axes["initial_classes"], axes["total_tasks"], variant.name, axes["seed"] if seed_rules else None)
+        key = (*(axes[k] for k in ("dataset", "scenario", "initial_classes", "total_tasks")), variant.name,
+               axes["seed"] if seed_rules else None)
         if key not in cache:
             if len(cache) > 4096:
                 cache.clear()
@@ -164,12 +166,14 @@ def cells(sweep: schema.Sweep, *, where: str = "<sweep>", set_values: Mapping[st
         yield Cell(variant=variant, axes=axes, options=options, resources=res, hours=hours)
     if not count:
         key = "exclude" if sweep.exclude else ("grid.approach" if dropped else "grid")
-        reason = "after exclude" if sweep.exclude else ("after leaving out approaches cil_core lacks" if dropped else "")
+        reason = "after leaving out approaches cil_core lacks" if dropped else ""
+        reason = "after exclude" if sweep.exclude else reason
         raise SweepError(where, key, f"the grid expands to 0 trials {reason}".strip())
 
 
-def _layers(sweep: schema.Sweep, variant: schema.ApproachVariant, axes: dict[str, Any], base_resources: dict[str, float],
-            set_values: dict[str, Any], resources: Mapping[str, float] | None) -> tuple[dict[str, Any], dict[str, float], float | None]:
+def _layers(sweep: schema.Sweep, variant: schema.ApproachVariant, axes: dict[str, Any],
+            base_resources: dict[str, float], set_values: dict[str, Any],
+            resources: Mapping[str, float] | None) -> tuple[dict[str, Any], dict[str, float], float | None]:
     """The options, resources and hours of one cell, layer by layer (see the module docstring)."""
     names = (variant.name, variant.approach)
     options: dict[str, Any] = dict(sweep.defaults)
@@ -206,7 +210,8 @@ def option_blocks(sweep: schema.Sweep) -> list[tuple[str, dict[str, Any], dict[s
     blocks += [(f"datasets.{name}.set", dict(over.set), {"dataset": name}) for name, over in sweep.datasets.items()]
     blocks += [(f"approaches.{name}.set", dict(over.set), {"approach": approach_of.get(name, name)})
                for name, over in sweep.approaches.items()]
-    blocks += [(f"grid.approach.{i}.set", dict(v.set), {"approach": v.approach}) for i, v in enumerate(sweep.grid.approach) if v.set]
+    blocks += [(f"grid.approach.{i}.set", dict(v.set), {"approach": v.approach})
+               for i, v in enumerate(sweep.grid.approach) if v.set]
     for i, rule in enumerate(sweep.overrides):
         pattern = {"dataset": rule.match.dataset[0]} if rule.match.dataset else {}
         if rule.match.approach:

@@ -96,7 +96,8 @@ def load_results(store: Store, specs: list[TrialSpec]) -> pd.DataFrame:
 
 def layout(specs: list[TrialSpec]) -> tuple[list[str], list[tuple[str, str, int, int]]]:
     """Table rows (approaches, in sweep order) and columns (data set x scenario x split)."""
-    return list(dict.fromkeys(s.variant for s in specs)), list(dict.fromkeys((s.dataset, s.scenario, *s.split) for s in specs))
+    rows = list(dict.fromkeys(s.variant for s in specs))
+    return rows, list(dict.fromkeys((s.dataset, s.scenario, *s.split) for s in specs))
 
 
 def cell_stats(results: pd.DataFrame, specs: list[TrialSpec], metric: str) -> pd.DataFrame:
@@ -130,8 +131,8 @@ def _md_cell(c: Any, refs: pd.DataFrame, paper: bool) -> str:
         text = fmt(c.mean) + (f" ± {fmt(c.std)}" if c.n >= 2 else "")
         text = (f"**{text}**" if c.best else text) + (f" ({c.n}/{c.n_asked})" if c.n < c.n_asked else "")
     if paper and len(refs):
-        notes = [f"{'re-run' if r.rerun else 'paper'} {r.value:.2f}" + (f", Δ {_signed(c.mean - r.value)}" if c.n else "")
-                 for r in refs.itertuples()]
+        notes = [f"{'re-run' if r.rerun else 'paper'} {r.value:.2f}"
+                 + (f", Δ {_signed(c.mean - r.value)}" if c.n else "") for r in refs.itertuples()]
         text += " [" + "; ".join(notes) + "]"
     return text
 
@@ -140,9 +141,11 @@ def _tex_cell(c: Any, refs: pd.DataFrame, paper: bool) -> str:
     if c.n == 0:
         return "--"
     body = fmt(c.mean) + (f" \\pm {fmt(c.std)}" if c.n >= 2 else "")
-    text = (f"$\\mathbf{{{body}}}$" if c.best else f"${body}$") + (f"$^{{{c.n}/{c.n_asked}}}$" if c.n < c.n_asked else "")
+    text = f"$\\mathbf{{{body}}}$" if c.best else f"${body}$"
+    text += f"$^{{{c.n}/{c.n_asked}}}$" if c.n < c.n_asked else ""
     if paper and len(refs):
-        text += " {\\scriptsize(" + "; ".join(f"{'r ' if r.rerun else ''}{r.value:.2f}" for r in refs.itertuples()) + ")}"
+        text += " {\\scriptsize(" + "; ".join(f"{'r ' if r.rerun else ''}{r.value:.2f}" for r in refs.itertuples())
+        text += ")}"
     return text
 
 
@@ -158,8 +161,8 @@ def build_tables(results: pd.DataFrame, specs: list[TrialSpec], ref: pd.DataFram
     refs_of = {key: g.sort_values("rerun", kind="stable") for key, g in ref.groupby([*CELL, "approach", "compares_to"])}
     none = ref.iloc[:0]
     md = [f"# {title or 'Results'}", "", f"{results['id'].nunique()} of {len({s.id for s in specs})} trials finished "
-          f"({time.strftime('%Y-%m-%d %H:%M')}). Cells: mean ± sample standard deviation over seeds; **bold**: best of "
-          "the column; (k/n): only k of the n seeds asked for finished."
+          f"({time.strftime('%Y-%m-%d %H:%M')}). Cells: mean ± sample standard deviation over seeds; "
+          "**bold**: best of the column; (k/n): only k of the n seeds asked for finished."
           + (" In brackets: the published number (`paper`: the DGR paper or the paper that introduced the baseline; "
              "`re-run`: a later paper's re-run) and Δ = ours − published." if paper else ""),
           "Split a/b: a classes in the first task, b tasks in all (LFS: 5/20, 10/10, 20/5; LFH: 50/6, 50/11)."]
@@ -177,12 +180,14 @@ def build_tables(results: pd.DataFrame, specs: list[TrialSpec], ref: pd.DataFram
             refs = refs_of.get((*col, c.row, metric), none) if paper and approach_of[c.row] == c.row else none
             cells[(c.row, col)] = (_md_cell(c, refs, paper), _tex_cell(c, refs, paper))
             record = {"table": metric, "metric_label": METRIC_LABELS[metric], **dict(zip(CELL, col)),
-                      "split": split_label(*col[2:]), "approach": c.row, "seeds_finished": c.n, "seeds_asked": c.n_asked,
+                      "split": split_label(*col[2:]), "approach": c.row, "seeds_finished": c.n,
+                      "seeds_asked": c.n_asked,
                       "mean": None if c.n == 0 else round(c.mean, 4), "std": None if c.n < 2 else round(c.std, 4),
                       "best": c.best, "paper_value": None, "paper_diff": None, "rerun_value": None, "rerun_diff": None}
             for r in refs.itertuples():
                 prefix = "rerun" if r.rerun else "paper"
-                record.update({f"{prefix}_value": r.value, f"{prefix}_diff": None if c.n == 0 else round(c.mean - r.value, 4)})
+                record[f"{prefix}_value"] = r.value
+                record[f"{prefix}_diff"] = None if c.n == 0 else round(c.mean - r.value, 4)
             records.append(record)
         for dataset in dict.fromkeys(col[0] for col in cols):
             dcols = [col for col in cols if col[0] == dataset]
@@ -190,11 +195,12 @@ def build_tables(results: pd.DataFrame, specs: list[TrialSpec], ref: pd.DataFram
             md += ["", f"## {heading} — {dataset}", "", explanation, ""]
             md += md_table(["approach"] + [f"{col[1]} {split_label(*col[2:])}" for col in dcols],
                            [[r] + [cells.get((r, col), ("",))[0] for col in dcols] for r in drows])
-            frame = pd.DataFrame({(_tex(col[1]), split_label(*col[2:])): [cells.get((r, col), ("", "--"))[1] for r in drows]
-                                  for col in dcols}, index=[_tex(r) for r in drows])
-            latex = frame.style.to_latex(caption=f"{_tex(heading)} on {_tex(dataset)}.", label=f"tab:{metric}-{dataset}",
-                                         position="t", position_float="centering", hrules=True, multicol_align="c",
-                                         column_format="l" + "c" * len(dcols))
+            frame = pd.DataFrame({(_tex(col[1]), split_label(*col[2:])): [cells.get((r, col), ("", "--"))[1]
+                                                                          for r in drows] for col in dcols},
+                                 index=[_tex(r) for r in drows])
+            latex = frame.style.to_latex(caption=f"{_tex(heading)} on {_tex(dataset)}.", position="t", hrules=True,
+                                         label=f"tab:{metric}-{dataset}", position_float="centering",
+                                         multicol_align="c", column_format="l" + "c" * len(dcols))
             tex += ["", latex.rstrip()]
     checks = check_against_paper(results, specs, ref) if paper else []
     if checks:
@@ -202,8 +208,8 @@ def build_tables(results: pd.DataFrame, specs: list[TrialSpec], ref: pd.DataFram
                "Every recovered published number for this sweep's cells (`../shared/paper_results.csv`), the metric of "
                "ours it is compared with, and whether the difference is within the tolerance that `report --check` "
                "enforces (`orchestrator/paper_results.csv`).", ""]
-        md += md_table(["data set", "scenario", "split", "approach", "compared metric", "published as", "published", "ours",
-                        "Δ", "tolerance", "verdict"],
+        md += md_table(["data set", "scenario", "split", "approach", "compared metric", "published as", "published",
+                        "ours", "Δ", "tolerance", "verdict"],
                        [[c["dataset"], c["scenario"], c["split"], c["approach"], METRIC_LABELS[c["compares_to"]],
                          c["published_as"], f"{c['published']:.2f}",
                          fmt(c["ours"]) + ("" if c["n"] in (0, c["n_asked"]) else f" ({c['n']}/{c['n_asked']})"),
@@ -227,9 +233,10 @@ def check_against_paper(results: pd.DataFrame, specs: list[TrialSpec], ref: pd.D
             continue
         recovered = not math.isnan(r.initial_classes)
         record = {"dataset": r.dataset, "scenario": r.scenario, "approach": r.approach, "compares_to": r.compares_to,
-                  "split": split_label(r.initial_classes, r.total_tasks) if recovered else "?", "published_as": r.metric,
-                  "published": r.value, "tolerance": None if math.isnan(r.tolerance) else r.tolerance, "ours": None,
-                  "n": 0, "n_asked": 0, "diff": None, "source": r.source, "verdict": "no tolerance (split not recovered)"}
+                  "split": split_label(r.initial_classes, r.total_tasks) if recovered else "?",
+                  "published_as": r.metric, "published": r.value, "ours": None, "n": 0, "n_asked": 0, "diff": None,
+                  "tolerance": None if math.isnan(r.tolerance) else r.tolerance, "source": r.source,
+                  "verdict": "no tolerance (split not recovered)"}
         if recovered:
             key = (r.approach, r.dataset, r.scenario, int(r.initial_classes), int(r.total_tasks))
             if key not in stats[r.compares_to].index:

@@ -45,7 +45,8 @@ class TrialFolder:
         if store.is_local:
             self.dir = store.local(trial_rel(tid))
         else:
-            self.dir = Path(os.environ.get("ORCHESTRATOR_SCRATCH", Path(tempfile.gettempdir()) / "orchestrator-scratch")) / tid
+            scratch = os.environ.get("ORCHESTRATOR_SCRATCH", Path(tempfile.gettempdir()) / "orchestrator-scratch")
+            self.dir = Path(scratch) / tid
             store.download_dir(trial_rel(tid), self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
 

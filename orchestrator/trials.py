@@ -126,7 +126,8 @@ class Resolver:
 
 
 def iter_trials(sweep: schema.Sweep, *, where: str = "<sweep>", set_values: Mapping[str, Any] | None = None,
-                resources: Mapping[str, float] | None = None, drop_approaches: Iterable[str] = ()) -> Iterator[TrialSpec]:
+                resources: Mapping[str, float] | None = None,
+                drop_approaches: Iterable[str] = ()) -> Iterator[TrialSpec]:
     """The sweep's trials, lazily, in grid order; :class:`InvalidTrials` at the end if any
     cell cannot be resolved (iterate to the end before trusting what came out)."""
     resolver = Resolver()
@@ -154,12 +155,12 @@ def expand(sweep: schema.Sweep, **kwargs: Any) -> list[TrialSpec]:
 def check_sweep(sweep: schema.Sweep, *, where: str, set_values: Mapping[str, Any] | None = None) -> list[str]:
     """Names and every option block against ``cil_core`` (first problem raised, located by
     block and key); returns the approaches ``skip_missing_approaches`` leaves out."""
-    _missing(where, "grid.dataset", "data set", [*sweep.grid.dataset, *(d for m in sweep.include for d in m.dataset or [])],
-             dataset_names())
+    datasets = [*sweep.grid.dataset, *(d for m in sweep.include for d in m.dataset or [])]
+    _missing(where, "grid.dataset", "data set", datasets, dataset_names())
     dropped = _missing(where, "grid.approach", "approach", [v.approach for v in sweep.grid.approach], approach_names(),
                        allowed=sweep.skip_missing_approaches)
-    base = {"dataset": sweep.grid.dataset[0], "scenario": sweep.grid.scenario[0], "initial_classes": 1, "total_tasks": 1,
-            "approach": sweep.grid.approach[0].approach}
+    base = {"dataset": sweep.grid.dataset[0], "scenario": sweep.grid.scenario[0], "initial_classes": 1,
+            "total_tasks": 1, "approach": sweep.grid.approach[0].approach}
     blocks = option_blocks(sweep) + ([("--set", dict(set_values), {})] if set_values else [])
     if sweep.search is not None:
         blocks.append(("search.space", {k: d.sample_value() for k, d in sweep.search.space.items()}, {}))
@@ -171,20 +172,24 @@ def check_sweep(sweep: schema.Sweep, *, where: str, set_values: Mapping[str, Any
             try:
                 build_config({**base, **pattern, key: value})
             except UserError as exc:
-                raise SweepError(*(("--set", key) if block == "--set" else (where, f"{block}.{key}")), str(exc)) from None
+                located = ("--set", key) if block == "--set" else (where, f"{block}.{key}")
+                raise SweepError(*located, str(exc)) from None
     return dropped
 
 
-def _missing(where: str, key: str, kind: str, names: Sequence[str], known: Sequence[str], allowed: bool = False) -> list[str]:
+def _missing(where: str, key: str, kind: str, names: Sequence[str], known: Sequence[str],
+             allowed: bool = False) -> list[str]:
     """The names cil_core lacks (bad input unless ``allowed``; a name in another case always is: ids hash it)."""
     lower = {k.lower(): k for k in known}
     missing = [name for name in dict.fromkeys(names) if name not in known]
     for name in missing:
         if name.lower() in lower:
-            raise SweepError(where, key, f"{name!r}: write it {lower[name.lower()]!r}, as cil_core spells it (ids hash the name)")
+            raise SweepError(where, key, f"{name!r}: write it {lower[name.lower()]!r}, as cil_core spells it "
+                                         "(ids hash the name)")
     if missing and not allowed:
-        raise SweepError(where, key, f"cil_core has no {kind} {', '.join(map(repr, missing))}{' yet' if kind == 'approach' else ''}"
-                                     f" (it has: {', '.join(known)})")
+        yet = " yet" if kind == "approach" else ""
+        names = ", ".join(map(repr, missing))
+        raise SweepError(where, key, f"cil_core has no {kind} {names}{yet} (it has: {', '.join(known)})")
     return missing
 
 
@@ -217,7 +222,8 @@ def select(trials: Iterable[TrialSpec], wanted: dict[str, set[str]]) -> list[Tri
     if not chosen:
         have = "; ".join(f"{axis}: {', '.join(sorted({_axis_value(t, axis) for t in trials}))}" for axis in wanted)
         asked = " ".join(f"{axis}={','.join(sorted(v))}" for axis, v in wanted.items())
-        raise SweepError("--only", None, f"{asked} matches none of the sweep's {len(trials)} trials (the sweep has {have})")
+        raise SweepError("--only", None, f"{asked} matches none of the sweep's {len(trials)} trials "
+                                         f"(the sweep has {have})")
     return chosen
 
 

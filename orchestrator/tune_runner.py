@@ -42,7 +42,8 @@ class RunOptions:
     quiet: bool = False
 
 
-def write_sweep_meta(store: Store, sweep: schema.Sweep, trials: list[TrialSpec], where: str, text: str | None = None) -> None:
+def write_sweep_meta(store: Store, sweep: schema.Sweep, trials: list[TrialSpec], where: str,
+                     text: str | None = None) -> None:
     store.write_json(
         SWEEP_JSON,
         {
@@ -84,7 +85,8 @@ def reporting(opts: RunOptions) -> dict[str, Any]:
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             final = (trial.last_result or {}).get("final")
-            log.info("%s %s", "done   " if final else "stopped", trial_name(trial) + ("" if final else " (early stopping; resumable)"))
+            name = trial_name(trial) + ("" if final else " (early stopping; resumable)")
+            log.info("%s %s", "done   " if final else "stopped", name)
 
         def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             log.warning("retry   %s (attempt failed: see trials/%s/failed.json)", trial_name(trial), trial_name(trial))
@@ -110,7 +112,8 @@ def _run_grid(to_run: list[TrialSpec], sweep: schema.Sweep, opts: RunOptions) ->
 
     tuner = tune.Tuner(
         tune.with_resources(run_trial, resources=placement),
-        param_space={"trial": tune.grid_search([t.to_json() for t in to_run]), "store": opts.store.root, "runner": opts.runner},
+        param_space={"trial": tune.grid_search([t.to_json() for t in to_run]), "store": opts.store.root,
+                     "runner": opts.runner},
         tune_config=tune.TuneConfig(
             reuse_actors=sweep.tune.reuse_actors,
             max_concurrent_trials=sweep.tune.max_concurrent_trials,
@@ -146,8 +149,8 @@ def run_sweep(sweep: schema.Sweep, trials: list[TrialSpec], opts: RunOptions, *,
             store.delete(trial_rel(tid, FAILED_JSON))
         skipped = set(done) | (set() if opts.retry_failed else set(failed))
         to_run = [t for tid, t in in_slice.items() if tid not in skipped]
-        plan_line = (f"{len(in_slice)} trials: {len(done)} finished earlier (skipped), {len(skipped) - len(done)} failed "
-                     f"permanently (skipped; --retry-failed runs them), {len(to_run)} to run")
+        plan_line = (f"{len(in_slice)} trials: {len(done)} finished earlier (skipped), {len(skipped) - len(done)} "
+                     f"failed permanently (skipped; --retry-failed runs them), {len(to_run)} to run")
         if opts.only_ids is not None:
             plan_line += f"; {len({t.id for t in trials}) - len(in_slice)} outside --only left for later"
     else:
