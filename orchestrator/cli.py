@@ -1,14 +1,8 @@
-"""The command line (the orchestrator's only argparse).
+"""The command line (the orchestrator's only argparse); its exit statuses are in :mod:`orchestrator.errors`.
 
-    python -m orchestrator SWEEP.yaml [--dry-run] [--results DIR] [--address ADDR]
-                                      [--max-failures N] [--set KEY=VALUE ...] ...
+    python -m orchestrator SWEEP.yaml [--dry-run] [--results DIR] [--address ADDR] [--set KEY=VALUE ...] ...
     python -m orchestrator status RESULTS_DIR
     python -m orchestrator report RESULTS_DIR [--check]
-
-Exit status: 0 every trial finished (``report --check``: every finished cell within its
-tolerance); 1 some trials did not finish (or a cell is outside its tolerance); 2 bad input,
-one line ``error: <file>: <key>: <problem>``, before anything starts; 3 another
-orchestrator works on the results directory; 130 interrupted before the run started.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
-"""Plots from finished trials (matplotlib, Agg backend: no display needed).
+"""Plots from finished trials (matplotlib, Agg backend), per data set x scenario x split of the sweep.
 
-For each data set x scenario x split of the sweep:
-
-* ``curves_<dataset>_<scenario>_<initial>-<tasks>.png``: accuracy on all seen classes
-  after each task, one line per approach (mean over seeds) with a band of +- one sample
-  standard deviation (no band for one seed);
-* ``shots_<dataset>_<scenario>_<initial>-<tasks>.png``: accuracy on many / medium / few-shot
-  classes (> 100, 20-100, < 20 training images) after the final task, one bar group per
-  approach, error bars +- one std over seeds.
+``curves_<dataset>_<scenario>_<initial>-<tasks>.png``: accuracy on all seen classes after each task, a line
+per approach (mean over seeds) with a ±1 sample std band; ``shots_...png``: accuracy on many / medium /
+few-shot classes (> 100, 20-100, < 20 training images) after the final task, error bars ±1 std.
 """
 
 from __future__ import annotations

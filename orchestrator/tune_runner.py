@@ -44,30 +44,22 @@ class RunOptions:
 
 def write_sweep_meta(store: Store, sweep: schema.Sweep, trials: list[TrialSpec], where: str,
                      text: str | None = None) -> None:
-    store.write_json(
-        SWEEP_JSON,
-        {
-            "schema_version": 1,
-            "name": sweep.name,
-            "description": sweep.description,
-            "sweep_file": os.path.abspath(where) if os.path.exists(where) else where,
-            "sweep_sha": hashlib.sha256(text.encode()).hexdigest()[:16] if text else None,
-            "written": time.time(),
-            "report": sweep.report.model_dump(mode="json"),
-            "search": sweep.search.model_dump(mode="json") if sweep.search else None,
-            "trials": [t.to_json() for t in trials],
-        },
-    )
+    """``sweep.json``: the expanded trials of the last run and its report settings (status and report read it)."""
+    store.write_json(SWEEP_JSON, {
+        "schema_version": 1, "name": sweep.name, "description": sweep.description,
+        "sweep_file": os.path.abspath(where) if os.path.exists(where) else where,
+        "sweep_sha": hashlib.sha256(text.encode()).hexdigest()[:16] if text else None, "written": time.time(),
+        "report": sweep.report.model_dump(mode="json"),
+        "search": sweep.search.model_dump(mode="json") if sweep.search else None,
+        "trials": [t.to_json() for t in trials]})
 
 
 def placement(config: dict[str, Any]) -> Any:
     from ray import tune
 
     res = config["trial"]["resources"]
-    bundle: dict[str, float] = {"CPU": float(res.get("cpu", 1))}
-    if float(res.get("gpu", 0) or 0) > 0:
-        bundle["GPU"] = float(res["gpu"])
-    return tune.PlacementGroupFactory([bundle])
+    gpu = float(res.get("gpu", 0) or 0)
+    return tune.PlacementGroupFactory([{"CPU": float(res.get("cpu", 1)), **({"GPU": gpu} if gpu > 0 else {})}])
 
 
 def trial_name(trial: Any) -> str:
@@ -98,36 +90,25 @@ def reporting(opts: RunOptions) -> dict[str, Any]:
         def report(self, trials: list, done: bool, *sys_info: Any) -> None:
             print(self._progress_str(trials, done, *sys_info), file=sys.stderr, flush=True)
 
-    reporter = StderrReporter(
-        metric_columns={"task": "task", "avg_incremental_accuracy": "avg inc acc"},
-        parameter_columns=[],
-        max_report_frequency=int(opts.progress_every_s),
-        print_intermediate_tables=False,
-    )
+    reporter = StderrReporter(metric_columns={"task": "task", "avg_incremental_accuracy": "avg inc acc"},
+                              parameter_columns=[], max_report_frequency=int(opts.progress_every_s),
+                              print_intermediate_tables=False)
     return {"callbacks": [TrialEvents()], "progress_reporter": reporter, "verbose": 0 if opts.quiet else 1}
 
 
 def _run_grid(to_run: list[TrialSpec], sweep: schema.Sweep, opts: RunOptions) -> None:
     from ray import tune
 
-    tuner = tune.Tuner(
+    tune.Tuner(
         tune.with_resources(run_trial, resources=placement),
         param_space={"trial": tune.grid_search([t.to_json() for t in to_run]), "store": opts.store.root,
                      "runner": opts.runner},
         tune_config=tune.TuneConfig(
-            reuse_actors=sweep.tune.reuse_actors,
-            max_concurrent_trials=sweep.tune.max_concurrent_trials,
-            trial_name_creator=trial_name,
-            trial_dirname_creator=trial_name,
-        ),
-        run_config=tune.RunConfig(
-            name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=opts.store.uri(RAY),
-            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-            **reporting(opts),
-        ),
-    )
-    tuner.fit()
+            reuse_actors=sweep.tune.reuse_actors, max_concurrent_trials=sweep.tune.max_concurrent_trials,
+            trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+        run_config=tune.RunConfig(name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=opts.store.uri(RAY),
+                                  failure_config=tune.FailureConfig(max_failures=opts.max_failures), **reporting(opts)),
+    ).fit()
 
 
 def run_sweep(sweep: schema.Sweep, trials: list[TrialSpec], opts: RunOptions, *,
