@@ -1,27 +1,23 @@
-"""The command line (the orchestrator's only argparse).
+"""The command line (the orchestrator's only argparse); its exit statuses are in :mod:`orchestrator.errors`.
 
-    python -m orchestrator SWEEP.yaml [--dry-run] [--results DIR] [--address ADDR]
-                                      [--max-failures N] [--set KEY=VALUE ...] ...
+    python -m orchestrator SWEEP.yaml [--dry-run] [--results DIR] [--address ADDR] [--set KEY=VALUE ...] ...
     python -m orchestrator status RESULTS_DIR
     python -m orchestrator report RESULTS_DIR [--check]
     python -m orchestrator evaluate-best SWEEP.yaml [run options]   (a search's best vs default config, over seeds)
-
-Exit status: 0 every trial finished (``report --check``: every finished cell within its
-tolerance); 1 some trials did not finish (or a cell is outside its tolerance); 2 bad input,
-one line ``error: <file>: <key>: <problem>``, before anything starts; 3 another
-orchestrator works on the results directory; 130 interrupted before the run started.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
 import sys
+from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FAILED, InvalidTrials, OrchestratorError, SweepError
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FAILED, OrchestratorError, SweepError
 
 if TYPE_CHECKING:
     from .status import TrialStatus
@@ -57,32 +53,21 @@ def _run_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _status_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m orchestrator status", description="Done / running / failed per trial, read from the files (Ray need not run).")
+def _results_parser(command: str) -> argparse.ArgumentParser:
+    """``status`` and ``report`` read the results directory's files only (Ray need not run)."""
+    p = argparse.ArgumentParser(prog=f"python -m orchestrator {command}", description={
+        "status": "Done / running / failed per trial, read from the files (Ray need not run).",
+        "report": "Write tables.md/.csv/.tex and plots from the finished trials; print the tables."}[command])
     p.add_argument("results", help="the results directory or URI")
-    p.add_argument("--pending", action="store_true", help="list only trials that are not done")
-    p.add_argument("--tail", type=int, default=10, help="lines of stderr shown per failed trial (default 10)")
+    if command == "status":
+        p.add_argument("--pending", action="store_true", help="list only trials that are not done")
+        p.add_argument("--tail", type=int, default=10, help="lines of stderr shown per failed trial (default 10)")
+    else:
+        p.add_argument("--check", action="store_true",
+                       help="exit 1 when a finished cell is outside its tolerance of the published number")
+        p.add_argument("--no-plots", action="store_true")
+        p.add_argument("--reference", help=argparse.SUPPRESS)  # another paper_results.csv (tests)
     return p
-
-
-def _report_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m orchestrator report", description="Write tables.md/.csv/.tex and plots from the finished trials; print the tables.")
-    p.add_argument("results", help="the results directory or URI")
-    p.add_argument("--check", action="store_true", help="exit 1 when a finished cell is outside its tolerance of the published number")
-    p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--reference", help=argparse.SUPPRESS)  # another paper_results.csv (tests)
-    return p
-
-
-def _setup_logging(quiet: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.WARNING if quiet else logging.INFO)
-    log.propagate = False
-
-
-# ----------------------------------------------------------------------------- dry run
 
 
 DRY_RUN_ROWS = 2000  # above this many trials, --dry-run lists a sample (the first and last rows)
@@ -90,91 +75,64 @@ SAMPLE_ROWS = 20
 
 
 def format_dry_run(trials: Iterable, sweep: Any, store: Any) -> str:
-    """The trials (all, or a sample of a huge grid), counts per axis and the estimated cost;
-    streams ``trials`` once, holding only the sample, the counters and one int per trial."""
-    from collections import deque
-
+    """The trials (all, or the first and last rows of a huge grid), counts per axis and the estimated
+    cost; streams ``trials`` once, holding only the sample, the counters and one int per distinct run."""
     from .status import finished_ids
-    from .trials import axis_counts
+    from .trials import axis_counts, estimate_hours
 
-    finished = finished_ids(store) if store is not None else set()
-    head: list = []
-    tail: deque = deque(maxlen=DRY_RUN_ROWS)
-    counts = axis_counts(())
-    seen: set[int] = set()
-    unique: list = []  # the first distinct runs, for the cost estimate
+    finished, seen, unique, head, tail = finished_ids(store), set(), [], [], deque(maxlen=DRY_RUN_ROWS)
     total = done = 0
-    for t in trials:
-        total += 1
-        key = hash(t.id)
-        if key not in seen:
-            seen.add(key)
-            done += t.id in finished
-            if len(unique) <= DRY_RUN_ROWS:
-                unique.append(t)
-        for axis, value in (("dataset", t.dataset), ("scenario", t.scenario), ("split", t.split), ("approach", t.variant), ("seed", t.seed)):
-            counts[axis][value] += 1
-        (head if len(head) < SAMPLE_ROWS else tail).append((total, t))
-    rows = [
-        [
-            str(i), t.id, t.dataset, t.scenario, f"{t.split[0]} {t.split[1]}", t.variant, str(t.seed),
-            f"{t.resources.get('gpu', 0):g}", f"{t.resources.get('cpu', 1):g}", "-" if t.hours is None else f"{t.hours:.2f}",
-            "done" if t.id in finished else "to run",
-        ]
+
+    def sampled() -> Iterable:
+        nonlocal total, done
+        for t in trials:
+            total += 1
+            if hash(t.id) not in seen:
+                seen.add(hash(t.id))
+                done += t.id in finished
+                unique.extend([t] if len(unique) <= DRY_RUN_ROWS else [])  # the first distinct runs, for the cost
+            (head if len(head) < SAMPLE_ROWS else tail).append((total, t))
+            yield t
+
+    counts = axis_counts(sampled())
+    header = ["#", "trial", "dataset", "scenario", "split", "approach", "seed", "gpu", "cpu", "hours", "state"]
+    rows = [header] + [
+        [str(i), t.id, t.dataset, t.scenario, f"{t.split[0]} {t.split[1]}", t.variant, str(t.seed),
+         f"{t.resources.get('gpu', 0):g}", f"{t.resources.get('cpu', 1):g}", "-" if t.hours is None else f"{t.hours:.2f}",
+         "done" if t.id in finished else "to run"]
         for i, t in head + (list(tail) if total <= DRY_RUN_ROWS + SAMPLE_ROWS else list(tail)[-SAMPLE_ROWS:])
     ]
-    header = ["#", "trial", "dataset", "scenario", "split", "approach", "seed", "gpu", "cpu", "hours", "state"]
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    right = {0, 6, 7, 8, 9}
-    lines = []
-    for i, r in enumerate([header] + rows):
-        if total > DRY_RUN_ROWS + SAMPLE_ROWS and i == SAMPLE_ROWS + 1:
-            lines.append(f"... {total - len(rows)} more trials ...")
-        lines.append("  ".join(c.rjust(w) if j in right else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip())
-    lines.append("")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) if j in (0, 6, 7, 8, 9) else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip()
+             for r in rows]
+    if total > DRY_RUN_ROWS + SAMPLE_ROWS:
+        lines.insert(SAMPLE_ROWS + 1, f"... {total - len(rows) + 1} more trials ...")
     count = f"{total} trials" + (f" ({len(seen)} distinct runs)" if len(seen) != total else "")
     if sweep.search is not None:
         count += f" x {sweep.search.num_samples} samples ({sweep.search.searcher} search over {', '.join(sweep.search.space)})"
-    lines.append(f"sweep {sweep.name}: {count}")
+    lines += ["", f"sweep {sweep.name}: {count}"]
     for axis, counter in counts.items():
-        shown = list(counter.items())
-        text = ", ".join(f"{' '.join(map(str, k)) if isinstance(k, tuple) else k} {v}" for k, v in shown[:SAMPLE_ROWS]) + (", ..." if len(shown) > SAMPLE_ROWS else "")
+        text = ", ".join(f"{k} {v}" for k, v in list(counter.items())[:SAMPLE_ROWS]) + (", ..." if len(counter) > SAMPLE_ROWS else "")
         lines.append(f"  {axis:<9} {text}  ({len(counter)} values)")
-    lines.append(_cost_line(unique, len(seen), sweep.search.num_samples if sweep.search is not None else 1))
-    if store is not None:
-        lines.append(f"results: {store.root} ({done} of {len(seen)} already finished)")
-    return "\n".join(lines)
-
-
-def _cost_line(unique: list, distinct: int, factor: int) -> str:
-    """The estimated cost (per-trial ``hours`` from the sweep file), scaled from the first
-    distinct runs when the grid is too large to keep."""
-    from .trials import estimate_hours
-
-    est = estimate_hours(unique)
-    scale = factor * distinct / max(1, len(unique))
+    est, extrapolate = estimate_hours(unique), len(seen) / max(1, len(unique))
+    scale = (sweep.search.num_samples if sweep.search is not None else 1) * extrapolate
     cost = f"estimated cost: {est['gpu_hours'] * scale:.1f} GPU hours"
-    if est["cpu_hours"]:
-        cost += f" + {est['cpu_hours'] * scale:.1f} CPU-core hours"
-    cost += f" ({est['trial_hours'] * scale:.1f} trial hours"
-    cost += f"; {round(est['unknown'] * distinct / max(1, len(unique)))} trials without a cost estimate)" if est["unknown"] else ")"
-    return cost + ("" if len(unique) == distinct else f" [extrapolated from {len(unique)} of {distinct} runs]")
-
-
-# ----------------------------------------------------------------------------- commands
+    cost += (f" + {est['cpu_hours'] * scale:.1f} CPU-core hours" if est["cpu_hours"] else "") + f" ({est['trial_hours'] * scale:.1f} trial hours"
+    cost += f"; {round(est['unknown'] * extrapolate)} trials without a cost estimate)" if est["unknown"] else ")"
+    lines.append(cost + ("" if len(unique) == len(seen) else f" [extrapolated from {len(unique)} of {len(seen)} runs]"))
+    lines.append(f"results: {store.root} ({done} of {len(seen)} already finished)")
+    return "\n".join(lines)
 
 
 def _failure_summary(statuses: list, limit: int = 20) -> str:
     """Failed trials in full (id, config, error, last lines of stderr); the rest by count."""
-    from .status import compact_config
+    from .status import failure_lines
 
     lines = []
-    failed = [s for s in statuses if s.state == "failed"]
-    for s in failed:
-        lines.append(f"  {s.id}  [failed{', permanent' if s.permanent else ''}] {s.error or ''}")
-        lines.append(f"      config: {compact_config(s.spec.config)}")
-        for line in s.stderr_tail[-8:]:
-            lines.append(f"      | {line}")
+    for s in statuses:
+        if s.state == "failed":
+            lines.append(f"  {s.id}  [failed{', permanent' if s.permanent else ''}] {s.error or ''}")
+            lines += failure_lines(dataclasses.replace(s, stderr_tail=s.stderr_tail[-8:]), "      ")
     for state, meaning in (
         ("stopped", "stopped before they finished (interrupted or stopped early); they resume from their last finished task"),
         ("interrupted", "their process ended before they finished; they resume from their last finished task"),
@@ -195,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from . import schema
     from .store import Store
-    from .sweep import default_results_dir, load_sweep, parse_resources
+    from .sweep import load_sweep, parse_resources
     from .trials import check_sweep, expand, iter_trials, parse_only, select
 
     where = args.sweep
@@ -212,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.warning("warning: cil_core has no approach %s yet; those trials are left out (skip_missing_approaches)", ", ".join(map(repr, dropped)))
     kwargs = dict(where=where, set_values=set_values, resources=resources, drop_approaches=dropped)
     wanted = parse_only(args.only_items)
-    store = Store(args.results or default_results_dir(sweep))
+    store = Store(args.results or f"results/{sweep.name}")
     if args.dry_run and not wanted and not args.evaluate_best:
         print(format_dry_run(iter_trials(sweep, **kwargs), sweep, store))
         return EXIT_OK
@@ -242,20 +200,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     text = open(where).read()
     try:
         with ResultsLock(store, command=" ".join(["python -m orchestrator", *sys.argv[1:]])):
-            opts = RunOptions(
-                store=store,
-                where=where,
-                address=args.address,
-                max_failures=args.max_failures,
-                retry_failed=args.retry_failed,
-                runner=args.runner or DEFAULT_RUNNER,
-                resource_check=not args.no_resource_check,
-                num_cpus=args.num_cpus,
-                num_gpus=args.num_gpus,
-                only_ids=slice_ids,
-                quiet=args.quiet,
-            )
-            outcome = run_sweep(sweep, trials, opts, sweep_text=text)
+            opts = RunOptions(store=store, where=where, address=args.address, max_failures=args.max_failures,
+                              retry_failed=args.retry_failed, runner=args.runner or DEFAULT_RUNNER,
+                              resource_check=not args.no_resource_check, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+                              only_ids=slice_ids, quiet=args.quiet)
+            statuses, incomplete = run_sweep(sweep, trials, opts, sweep_text=text)
             if not args.no_report:
                 from .report import build_report
 
@@ -264,26 +213,21 @@ def cmd_run(args: argparse.Namespace) -> int:
                 log.info("wrote %s", ", ".join(store.uri(f) for f in report.files[:4]) + (f" and {len(report.files) - 4} more" if len(report.files) > 4 else ""))
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if sweep.search is not None:
-        bad = [s for s in outcome.statuses if s.state in ("failed", "interrupted", "running", "pending")]
-        if outcome.incomplete_searches:
-            print(
-                f"\nsearch not finished: {', '.join(outcome.incomplete_searches)}; run the same command again to continue it",
-                file=sys.stderr,
-            )
-            if not bad:
-                return EXIT_TRIALS_FAILED
-    else:
-        bad = outcome.unfinished
-        if slice_ids is not None:  # trials outside the slice are left for later, not failures
-            bad = [s for s in bad if s.spec.id in slice_ids]
+    if sweep.search is None:  # trials outside --only are left for later, not failures
+        bad = [s for s in statuses if s.state != "done" and (slice_ids is None or s.spec.id in slice_ids)]
+    else:  # a sample stopped early by the search is not a failure
+        bad = [s for s in statuses if s.state not in ("done", "stopped")]
+    if incomplete:
+        print(f"\nsearch not finished: {', '.join(incomplete)}; run the same command again to continue it", file=sys.stderr)
     if bad:
-        failed = sum(1 for s in bad if s.state == "failed")
-        print(f"\n{len(bad)} of {len(outcome.statuses)} trials did not finish ({failed} failed):", file=sys.stderr)
+        print(f"\n{len(bad)} of {len(statuses)} trials did not finish ({sum(s.state == 'failed' for s in bad)} failed):",
+              file=sys.stderr)
         print(_failure_summary(bad), file=sys.stderr)
-        print(f"Run the same command again to resume; 'python -m orchestrator status {store.root}' shows each trial.", file=sys.stderr)
+        print(f"Run the same command again to resume; 'python -m orchestrator status {store.root}' shows each trial.",
+              file=sys.stderr)
+    if bad or incomplete:
         return EXIT_TRIALS_FAILED
-    log.info("%s", finished_line(outcome.statuses, slice_ids))
+    log.info("%s", finished_line(statuses, slice_ids))
     return EXIT_OK
 
 
@@ -298,41 +242,41 @@ def finished_line(statuses: list[TrialStatus], slice_ids: set[str] | None) -> st
     return line + (f"; {left} of the sweep's {len(statuses)} are left for later" if left else "; the whole sweep is done")
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from .status import collect, format_status
+def _results(path: str) -> Any:
     from .store import Store
 
-    store = Store(args.results)
+    store = Store(path)
     if store.is_local and not store.local().is_dir():
-        raise OrchestratorError(f"{args.results}: no such results directory")
-    statuses = collect(store, tail_lines=args.tail)
-    print(format_status(store, statuses, show_all=not args.pending))
+        raise OrchestratorError(f"{path}: no such results directory")
+    return store
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import collect, format_status
+
+    store = _results(args.results)
+    print(format_status(store, collect(store, tail_lines=args.tail), show_all=not args.pending))
     return EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
-    from .store import Store
 
-    store = Store(args.results)
-    if store.is_local and not store.local().is_dir():
-        raise OrchestratorError(f"{args.results}: no such results directory")
+    store = _results(args.results)
     report = build_report(store, plots=False if args.no_plots else None, reference_path=args.reference)
     print(report.text())
     if report.tables is None and report.search_markdown is None:
         print(f"{args.results}: no trials found", file=sys.stderr)
         return EXIT_TRIALS_FAILED if args.check else EXIT_OK
     if args.check:
-        outside = report.outside
-        checked = [c for c in (report.tables.checks if report.tables else []) if c["verdict"] in ("ok", "OUTSIDE")]
+        outside = [c for c in report.checks if c["verdict"] == "OUTSIDE"]
+        checked = [c for c in report.checks if c["verdict"] in ("ok", "OUTSIDE")]
         if outside:
             print(f"check: {len(outside)} of {len(checked)} finished cells outside their tolerance:", file=sys.stderr)
             for c in outside:
-                print(
-                    f"  {c['dataset']} {c['scenario']} {c['split']} {c['approach']}: {c['compares_to']} ours {c['ours']:.2f} vs "
-                    f"{c['published_as']} {c['published']:.2f} (Δ {c['diff']:+.2f}, tolerance {c['tolerance']:.1f})",
-                    file=sys.stderr,
-                )
+                print(f"  {c['dataset']} {c['scenario']} {c['split']} {c['approach']}: {c['compares_to']} ours "
+                      f"{c['ours']:.2f} vs {c['published_as']} {c['published']:.2f} (Δ {c['diff']:+.2f}, tolerance "
+                      f"{c['tolerance']:.1f})", file=sys.stderr)
             return EXIT_TRIALS_FAILED
         print(f"check: {len(checked)} finished cells within tolerance of the published numbers", file=sys.stderr)
     return EXIT_OK
@@ -343,21 +287,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "evaluate-best":
         argv = [*argv[1:], "--evaluate-best"]
     if argv and argv[0] in SUBCOMMANDS:
-        command, rest = argv[0], argv[1:]
-        args = (_status_parser() if command == "status" else _report_parser()).parse_args(rest)
-        _setup_logging(quiet=True)
-        func = cmd_status if command == "status" else cmd_report
+        args = _results_parser(argv[0]).parse_args(argv[1:])
+        func, quiet = (cmd_status if argv[0] == "status" else cmd_report), True
     else:
         args = _run_parser().parse_args(argv)
-        _setup_logging(quiet=args.quiet)
-        func = cmd_run
+        func, quiet = cmd_run, args.quiet
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    log.handlers[:], log.propagate = [handler], False
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
     try:
         return func(args)
-    except InvalidTrials as exc:
-        print("\n".join(f"error: {line}" for line in exc.lines), file=sys.stderr)
-        return exc.exit_code
     except OrchestratorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("\n".join(f"error: {line}" for line in str(exc).splitlines()), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)

@@ -1,12 +1,9 @@
 """Where trials run: an embedded Ray on this machine, or an existing cluster.
 
-* No ``--address`` (and no ``RAY_ADDRESS``): Ray starts in-process on this machine, bound
-  to 127.0.0.1 only (nothing listens on other interfaces) and without the dashboard.
-* ``--address auto`` joins the cluster this machine belongs to (``ray start`` ran here);
-  ``--address HOST:PORT`` joins the cluster whose head listens there. An address that
-  cannot be reached is bad input (exit 2), found before anything is submitted.
-
-Ray is imported only by the functions here, never when the orchestrator is imported.
+No ``--address`` (and no ``RAY_ADDRESS``): Ray starts in-process, bound to 127.0.0.1 only and
+without the dashboard. ``--address auto`` or ``HOST:PORT`` joins a cluster; one that cannot
+be reached is bad input (exit 2), found before anything is submitted. Ray is imported only
+inside these functions, never when the orchestrator is imported.
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ import os
 import socket
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .errors import SweepError
@@ -36,36 +33,13 @@ LOCALHOST_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node IP is 127
 @dataclass
 class ClusterInfo:
     address: str | None  # None: the embedded local Ray
-    nodes: list[dict[str, Any]] = field(default_factory=list)
-    node_ip: str | None = None
-
-    @property
-    def embedded(self) -> bool:
-        return self.address is None
+    node_ip: str
+    nodes: list[dict[str, Any]]
 
     def describe(self) -> str:
-        cpus = sum(n["cpu"] for n in self.nodes)
-        gpus = sum(n["gpu"] for n in self.nodes)
-        where = "embedded Ray on this machine (127.0.0.1)" if self.embedded else f"Ray cluster at {self.address}"
+        where = "embedded Ray on this machine (127.0.0.1)" if self.address is None else f"Ray cluster at {self.address}"
+        cpus, gpus = sum(n["cpu"] for n in self.nodes), sum(n["gpu"] for n in self.nodes)
         return f"{where}: {len(self.nodes)} node(s), {cpus:g} CPUs, {gpus:g} GPUs"
-
-
-def _driver_env() -> None:
-    for key, value in DRIVER_ENV.items():
-        os.environ.setdefault(key, value)
-
-
-def _bind_localhost() -> None:
-    """Make the embedded Ray use 127.0.0.1 as its node address, so its servers bind there.
-
-    Ray resolves ``_node_ip_address="127.0.0.1"`` to the machine's routable address unless
-    its cluster mode is off; that switch is an environment variable read when Ray is
-    imported, so it is also set on the already-imported module when Ray came in earlier.
-    """
-    os.environ[LOCALHOST_ENV] = "0"
-    constants = sys.modules.get("ray._private.ray_constants")
-    if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
-        constants.ENABLE_RAY_CLUSTER = False
 
 
 def precheck_address(address: str | None) -> None:
@@ -84,47 +58,39 @@ def precheck_address(address: str | None) -> None:
 
 def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> ClusterInfo:
     """Start (embedded) or join (address) Ray; return what it offers."""
-    _driver_env()
+    for key, value in DRIVER_ENV.items():
+        os.environ.setdefault(key, value)
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if address == "local":  # Ray's word for a new local instance: the embedded one, on 127.0.0.1
-        address = None
+    address = None if address == "local" else address  # Ray's word for a new local instance: the embedded one
     if address is None:
-        _bind_localhost()
+        # Ray resolves _node_ip_address="127.0.0.1" to the routable address unless its cluster mode is
+        # off: an environment variable read when Ray is imported, so also set on the module if imported.
+        os.environ[LOCALHOST_ENV] = "0"
+        constants = sys.modules.get("ray._private.ray_constants")
+        if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
+            constants.ENABLE_RAY_CLUSTER = False
     else:
         precheck_address(address)
     import ray
 
-    if ray.is_initialized():
-        ray.shutdown()
+    shutdown()
     common = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level=logging.WARNING)
     if address is None:
         # address="local": always a new Ray of our own. Without it ray.init() joins the Ray
         # that /tmp/ray/ray_current_cluster names (another sweep's, a `ray start` node, ...).
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address="127.0.0.1", **common)
-        info = ClusterInfo(address=None)
     else:
         try:
             ray.init(address=address, **common)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise SweepError("--address", address, f"cannot join a Ray cluster there: {str(exc).splitlines()[0]}") from None
-        info = ClusterInfo(address=address)
-    info.node_ip = ray.util.get_node_ip_address()
-    if info.embedded and info.node_ip not in ("127.0.0.1", "localhost", "::1"):
+            problem = f"cannot join a Ray cluster there: {str(exc).splitlines()[0]}"
+            raise SweepError("--address", address, problem) from None
+    nodes = [{"node_id": n.get("NodeID"), "ip": n.get("NodeManagerAddress"), "cpu": float(n["Resources"].get("CPU", 0)),
+              "gpu": float(n["Resources"].get("GPU", 0))} for n in ray.nodes() if n.get("Alive")]
+    info = ClusterInfo(address, ray.util.get_node_ip_address(), nodes)
+    if address is None and info.node_ip not in ("127.0.0.1", "localhost", "::1"):
         log.warning("the embedded Ray uses node address %s, not 127.0.0.1", info.node_ip)
-    info.nodes = alive_nodes()
     return info
-
-
-def alive_nodes() -> list[dict[str, Any]]:
-    import ray
-
-    out = []
-    for node in ray.nodes():
-        if not node.get("Alive"):
-            continue
-        res = node.get("Resources", {})
-        out.append({"node_id": node.get("NodeID"), "ip": node.get("NodeManagerAddress"), "cpu": float(res.get("CPU", 0)), "gpu": float(res.get("GPU", 0))})
-    return out
 
 
 def check_resources(trials: Iterable[TrialSpec], nodes: list[dict[str, Any]], where: str) -> None:
@@ -146,9 +112,5 @@ def check_resources(trials: Iterable[TrialSpec], nodes: list[dict[str, Any]], wh
 
 
 def shutdown() -> None:
-    if "ray" not in sys.modules:
-        return
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()

@@ -1,45 +1,30 @@
-"""Errors the command line turns into one line and an exit status.
+"""Errors the command line turns into ``error: ...`` lines and an exit status (no Ray, no torch here).
 
-:class:`SweepError` is bad input a user can fix (a sweep file, a flag, an address): the CLI
-prints ``error: <where>: <key>: <problem>`` and exits 2, before Ray starts. Nothing here
-imports Ray or torch.
+Exit status: 0 every trial finished; 1 some did not (or ``report --check`` found a cell outside
+its tolerance); 2 bad input, before anything started; 3 another orchestrator holds the results
+directory; 130 interrupted (Ctrl-C / SIGTERM; finished work is kept, a rerun resumes).
 """
 
 from __future__ import annotations
 
-EXIT_OK = 0
-EXIT_TRIALS_FAILED = 1  # the sweep ran, but some trials did not finish (or --check failed)
-EXIT_BAD_INPUT = 2  # bad sweep file, flag, address or resources: nothing was started
-EXIT_BUSY = 3  # another orchestrator holds the results directory's lock
-EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: finished work is kept, a rerun resumes
+EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class OrchestratorError(Exception):
-    """Base class: ``exit_code`` is what the CLI returns."""
+    """Bad input a user can fix: each line of the message is printed as ``error: <line>``."""
 
     exit_code = EXIT_BAD_INPUT
 
 
 class SweepError(OrchestratorError, ValueError):
-    """Bad input: ``where`` is the file (or ``--set``, ``--address``), ``key`` the dotted key."""
-
-    exit_code = EXIT_BAD_INPUT
+    """``<where>: <key>: <problem>``: ``where`` is the file (or ``--set``, ``--address``), ``key`` the dotted key."""
 
     def __init__(self, where: str, key: str | None, problem: str) -> None:
-        self.where = str(where)
-        self.key = key
-        self.problem = problem
-        parts = [self.where] + ([key] if key else []) + [problem]
-        super().__init__(": ".join(parts))
+        super().__init__(": ".join([str(where), *([key] if key else []), problem]))
 
 
 class InvalidTrials(OrchestratorError):
-    """Trials that cannot run (a split the data set cannot hold, ``epochs: 0``, ...): one
-    line per distinct problem, each naming some of the trials it applies to."""
-
-    def __init__(self, lines: list[str]) -> None:
-        self.lines = lines
-        super().__init__("\n".join(lines))
+    """Trials that cannot run (a split the data set cannot hold, ``epochs: 0``, ...): a line per distinct problem."""
 
 
 class LockedError(OrchestratorError):

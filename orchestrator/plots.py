@@ -1,28 +1,20 @@
-"""Plots from finished trials (matplotlib, Agg backend: no display needed).
+"""Plots from finished trials (matplotlib, Agg backend), per data set x scenario x split of the sweep.
 
-For each data set x scenario x split of the sweep:
-
-* ``curves_<dataset>_<scenario>_<initial>-<tasks>.png``: accuracy on all seen classes
-  after each task, one line per approach (mean over seeds) with a band of +- one sample
-  standard deviation (no band for one seed);
-* ``shots_<dataset>_<scenario>_<initial>-<tasks>.png``: accuracy on many / medium / few-shot
-  classes (> 100, 20-100, < 20 training images) after the final task, one bar group per
-  approach, error bars +- one std over seeds.
+``curves_<dataset>_<scenario>_<initial>-<tasks>.png``: accuracy on all seen classes after each task, a line
+per approach (mean over seeds) with a ±1 sample std band; ``shots_...png``: accuracy on many / medium /
+few-shot classes (> 100, 20-100, < 20 training images) after the final task, error bars ±1 std.
 """
 
 from __future__ import annotations
 
 import io
-import math
 from typing import Any
 
 import pandas as pd
 
-from .aggregate import layout, split_label
 from .store import PLOTS, Store
+from .tables import CELL, layout, split_label
 from .trials import TrialSpec
-
-SHOTS = ("many", "medium", "few")
 
 
 def _pyplot() -> Any:
@@ -34,30 +26,14 @@ def _pyplot() -> Any:
     return plt
 
 
-def _mean_std(columns: list[list[float | None]]) -> tuple[list[float], list[float]]:
-    means, stds = [], []
-    for values in columns:
-        vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-        m = sum(vals) / len(vals) if vals else math.nan
-        s = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) >= 2 else 0.0
-        means.append(m)
-        stds.append(s)
-    return means, stds
-
-
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+SHOTS = {"many": "> 100", "medium": "20-100", "few": "< 20"}  # training images per class
 
 
-def styles(rows: list[str]) -> dict[str, dict[str, Any]]:
-    """One colour (tab10, then tab20 for longer lists) and marker per approach, shared by all plots."""
-    plt = _pyplot()
-    cmap = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")
-    n = cmap.N
-    return {row: {"color": cmap(i % n), "marker": MARKERS[i % len(MARKERS)]} for i, row in enumerate(rows)}
-
-
-def plot_name(kind: str, col: tuple[str, str, int, int]) -> str:
-    return f"{kind}_{col[0]}_{col[1]}_{col[2]}-{col[3]}.png"
+def _mean_std(runs: list[list[float | None]]) -> tuple[pd.Series, pd.Series]:
+    """Per position, the mean and sample std over runs (std 0 for one run; shorter runs are padded)."""
+    frame = pd.DataFrame(runs, dtype=float)
+    return frame.mean(), frame.std().fillna(0.0)
 
 
 def _save(fig: Any, store: Store, name: str) -> str:
@@ -73,73 +49,57 @@ def plot_all(store: Store, results: pd.DataFrame, specs: list[TrialSpec]) -> lis
         return []
     plt = _pyplot()
     rows, cols = layout(specs)
-    style = styles(rows)
+    cmap = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")  # one colour and marker per approach, in all plots
+    style = {row: {"color": cmap(i % cmap.N), "marker": MARKERS[i % len(MARKERS)]} for i, row in enumerate(rows)}
     written: list[str] = []
     for col in cols:
-        sel = results[
-            (results["dataset"] == col[0]) & (results["scenario"] == col[1]) & (results["initial_classes"] == col[2]) & (results["total_tasks"] == col[3])
-        ]
+        sel = results[(results[CELL] == list(col)).all(axis=1)]
         if not len(sel):
             continue
-        title = f"{col[0]}, {col[1]}, split {split_label(col[2], col[3])}"
-        # -- accuracy after each task
-        fig, ax = plt.subplots(figsize=(7.6, 4.4))
-        for row in rows:
-            runs = sel[sel["row"] == row]
-            if not len(runs):
-                continue
-            curves = [list(c) for c in runs["acc_seen"]]
-            steps = max(len(c) for c in curves)
-            means, stds = _mean_std([[c[i] if i < len(c) else None for c in curves] for i in range(steps)])
+        name, title = f"{col[0]}_{col[1]}_{col[2]}-{col[3]}.png", f"{col[0]}, {col[1]}, split {split_label(*col[2:])}"
+        present = [(row, sel[sel["row"] == row]) for row in rows if (sel["row"] == row).any()]
+        fig, ax = plt.subplots(figsize=(7.6, 4.4))  # accuracy after each task
+        for row, runs in present:
+            means, stds = _mean_std(list(runs["acc_seen"]))
             sizes = next((list(t) for t in runs["task_classes"] if t), [])
-            x = [sum(sizes[: i + 1]) for i in range(steps)] if len(sizes) == steps else list(range(1, steps + 1))
-            ax.plot(x, means, marker=style[row]["marker"], markersize=4, color=style[row]["color"], label=f"{row} (n={len(runs)})")
+            x = pd.Series(sizes).cumsum().tolist() if len(sizes) == len(means) else list(range(1, len(means) + 1))
+            ax.plot(x, means, marker=style[row]["marker"], markersize=4, color=style[row]["color"],
+                    label=f"{row} (n={len(runs)})")
             if len(runs) >= 2:
-                lower = [max(0.0, m - s) for m, s in zip(means, stds)]
-                upper = [min(100.0, m + s) for m, s in zip(means, stds)]
-                ax.fill_between(x, lower, upper, color=style[row]["color"], alpha=0.15, linewidth=0)
+                ax.fill_between(x, (means - stds).clip(lower=0), (means + stds).clip(upper=100),
+                                color=style[row]["color"], alpha=0.15, linewidth=0)
         ax.set_xlabel("classes seen" if sel["task_classes"].map(bool).all() else "task")
         ax.set_ylabel("accuracy on all seen classes (%)")
         ax.set_ylim(0, 100)
         ax.set_title(f"{title}: accuracy after each task (mean, band ±1 std over seeds)", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        written.append(_save(fig, store, plot_name("curves", col)))
+        written.append(_save(fig, store, f"curves_{name}"))
         plt.close(fig)
-        # -- many / medium / few-shot accuracy after the final task
-        fig, ax = plt.subplots(figsize=(7.6, 4.4))
-        present = [r for r in rows if len(sel[sel["row"] == r])]
-        width = 0.8 / max(1, len(present))
-        any_bar = False
-        for i, row in enumerate(present):
-            runs = sel[sel["row"] == row]
-            finals = [[(s.get(name) or [None])[-1] if s.get(name) else None for s in runs["shot_acc"]] for name in SHOTS]
-            means, stds = _mean_std(finals)
-            xs = [j + (i - (len(present) - 1) / 2) * width for j in range(len(SHOTS))]
-            heights = [0.0 if math.isnan(m) else m for m in means]
-            yerr = None
-            if len(runs) >= 2:  # +-1 std, clipped to the 0-100 range accuracy lives in
+        fig, ax = plt.subplots(figsize=(7.6, 4.4))  # many / medium / few-shot accuracy after the final task
+        width, any_bar = 0.8 / len(present), False
+        for i, (row, runs) in enumerate(present):
+            means, stds = _mean_std([[(s.get(shot) or [None])[-1] for shot in SHOTS] for s in runs["shot_acc"]])
+            heights = means.fillna(0.0)
+            yerr = None  # +-1 std, clipped to the 0-100 range accuracy lives in
+            if len(runs) >= 2:
                 yerr = [[min(s, h) for s, h in zip(stds, heights)], [min(s, 100.0 - h) for s, h in zip(stds, heights)]]
+            xs = [j + (i - (len(present) - 1) / 2) * width for j in range(len(SHOTS))]
             ax.bar(xs, heights, width=width, yerr=yerr, capsize=2, color=style[row]["color"], label=row)
-            any_bar = any_bar or any(not math.isnan(m) for m in means)
+            any_bar = any_bar or means.notna().any()
         counts = next((c for c in sel["shot_counts"] if c), {})
         ax.set_xticks(range(len(SHOTS)))
-        ranges = {"many": "> 100", "medium": "20-100", "few": "< 20"}
-        ax.set_xticklabels(
-            [f"{name} ({ranges[name]} images)\n{_classes(counts.get(name))}" for name in SHOTS]
-        )
+        ax.set_xticklabels([f"{shot} ({n} images)\n{_classes(counts.get(shot))}" for shot, n in SHOTS.items()])
         ax.set_ylabel("accuracy after the final task (%)")
         ax.set_ylim(0, 100)
         ax.set_title(f"{title}: many / medium / few-shot classes (mean ±1 std over seeds)", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         if any_bar:
             ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        written.append(_save(fig, store, plot_name("shots", col)))
+        written.append(_save(fig, store, f"shots_{name}"))
         plt.close(fig)
     return written
 
 
 def _classes(count: Any) -> str:
-    if count is None:
-        return ""
-    return f"{count} class" + ("" if count == 1 else "es")
+    return "" if count is None else f"{count} class" + ("" if count == 1 else "es")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Keys the orchestrator sets itself: a sweep may not (they would break resumption).
@@ -58,8 +58,30 @@ def check_options(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _name(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError(f"{value!r}: use letters, digits, '_', '.', '-' (it names a table row or the results folder)")
+    return value
+
+
+def _split_list(value: Any) -> Any:
+    """A single pair ``[50, 6]`` or ``"50 6"`` is one split; a list of pairs is several."""
+    if isinstance(value, str) or (isinstance(value, (list, tuple)) and len(value) == 2
+                                  and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        return [value]
+    return value
+
+
+def _as_list(value: Any) -> Any:
+    return value if isinstance(value, (list, tuple)) or value is None else [value]
+
+
 # ``defaults:`` with nothing after it is YAML's null: an empty block, not an error.
-Options = Annotated[dict[str, Any], BeforeValidator(lambda v: {} if v is None else v), Field(default_factory=dict)]
+Options = Annotated[dict[str, Any], BeforeValidator(lambda v: {} if v is None else v), AfterValidator(check_options),
+                    Field(default_factory=dict)]
+Name = Annotated[str, AfterValidator(_name)]
+Listed = BeforeValidator(_as_list)  # a single value is a list of one
+Splits = BeforeValidator(_split_list)
 
 
 class Split(Model):
@@ -72,8 +94,7 @@ class Split(Model):
     @classmethod
     def _from_pair(cls, value: Any) -> Any:
         if isinstance(value, str):
-            parts = value.replace(",", " ").replace("/", " ").split()
-            value = parts
+            value = value.replace(",", " ").replace("/", " ").split()
         if isinstance(value, (list, tuple)):
             if len(value) != 2:
                 raise ValueError(f"a split is [initial_classes, total_tasks], got {list(value)!r}")
@@ -87,56 +108,23 @@ class Split(Model):
     def pair(self) -> tuple[int, int]:
         return (self.initial_classes, self.total_tasks)
 
-    def label(self) -> str:
-        return f"{self.initial_classes}/{self.total_tasks}"
-
-
-def _split_list(value: Any) -> Any:
-    """A single pair ``[50, 6]`` or ``"50 6"`` is one split; a list of pairs is several."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        return [list(value)]
-    return value
-
-
-def _as_list(value: Any) -> Any:
-    return value if isinstance(value, (list, tuple)) else [value]
-
 
 class ApproachVariant(Model):
     """A grid entry that runs ``approach`` with extra options under its own row ``name``."""
 
-    name: str
+    name: Name
     approach: str
     set: Options
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
-            raise ValueError(f"{value!r}: use letters, digits, '_', '.', '-'")
-        return value
-
-    @field_validator("set")
-    @classmethod
-    def _set(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return check_options(value)
 
 
 class Grid(Model):
     """The axes whose cartesian product is the sweep (before ``exclude`` / ``include``)."""
 
-    dataset: list[str] = Field(min_length=1)
-    scenario: list[str] = Field(min_length=1)
-    split: list[Split] = Field(min_length=1)
+    dataset: Annotated[list[str], Listed] = Field(min_length=1)
+    scenario: Annotated[list[str], Listed] = Field(min_length=1)
+    split: Annotated[list[Split], Splits] = Field(min_length=1)
     approach: list[ApproachVariant] = Field(min_length=1)
-    seed: list[Seed] = Field(min_length=1)
-
-    @field_validator("dataset", "scenario", "seed", mode="before")
-    @classmethod
-    def _listify(cls, value: Any) -> Any:
-        return _as_list(value)
+    seed: Annotated[list[Seed], Listed] = Field(min_length=1)
 
     @field_validator("approach", mode="before")
     @classmethod
@@ -144,64 +132,39 @@ class Grid(Model):
         """A plain name ``dgr`` is the variant ``{name: dgr, approach: dgr}``."""
         return [{"name": v, "approach": v} if isinstance(v, str) else v for v in _as_list(value)]
 
-    @field_validator("split", mode="before")
-    @classmethod
-    def _splits(cls, value: Any) -> Any:
-        return _split_list(value)
-
     @model_validator(mode="after")
     def _unique(self) -> "Grid":
-        for axis in ("dataset", "scenario", "seed"):
-            values = getattr(self, axis)
+        for axis, values in (("dataset", self.dataset), ("scenario", self.scenario), ("seed", self.seed)):
             if len(set(values)) != len(values):
                 raise ValueError(f"{axis}: a value is listed twice")
-        labels = [a.name for a in self.approach]
-        if len(set(labels)) != len(labels):
+        if len({a.name for a in self.approach}) != len(self.approach):
             raise ValueError("approach: a name is listed twice")
         return self
-
-    def variants(self) -> list[ApproachVariant]:
-        return list(self.approach)
 
 
 class Match(Model):
     """A pattern over the axes; an axis left out matches everything."""
 
-    dataset: list[str] | None = None
-    scenario: list[str] | None = None
-    split: list[Split] | None = None
-    approach: list[str] | None = None
-    seed: list[Seed] | None = None
-
-    @field_validator("dataset", "scenario", "approach", "seed", mode="before")
-    @classmethod
-    def _listify(cls, value: Any) -> Any:
-        return None if value is None else _as_list(value)
-
-    @field_validator("split", mode="before")
-    @classmethod
-    def _splits(cls, value: Any) -> Any:
-        return None if value is None else _split_list(value)
+    dataset: Annotated[list[str] | None, Listed] = None
+    scenario: Annotated[list[str] | None, Listed] = None
+    split: Annotated[list[Split] | None, Splits] = None
+    approach: Annotated[list[str] | None, Listed] = None
+    seed: Annotated[list[Seed] | None, Listed] = None
 
     @model_validator(mode="after")
     def _not_empty(self) -> "Match":
-        if all(getattr(self, axis) is None for axis in ("dataset", "scenario", "split", "approach", "seed")):
+        if all(v is None for v in (self.dataset, self.scenario, self.split, self.approach, self.seed)):
             raise ValueError("give at least one of dataset, scenario, split, approach, seed")
         return self
 
     def matches(self, axes: dict[str, Any], approach_names: tuple[str, ...]) -> bool:
         """``approach_names``: the trial's row name and its approach (either may match)."""
-        if self.dataset is not None and axes["dataset"] not in self.dataset:
-            return False
-        if self.scenario is not None and axes["scenario"] not in self.scenario:
-            return False
-        if self.split is not None and (axes["initial_classes"], axes["total_tasks"]) not in [s.pair for s in self.split]:
-            return False
-        if self.approach is not None and not set(approach_names) & set(self.approach):
-            return False
-        if self.seed is not None and axes["seed"] not in self.seed:
-            return False
-        return True
+        pair = (axes["initial_classes"], axes["total_tasks"])
+        return ((self.dataset is None or axes["dataset"] in self.dataset)
+                and (self.scenario is None or axes["scenario"] in self.scenario)
+                and (self.split is None or pair in [s.pair for s in self.split])
+                and (self.approach is None or bool(set(approach_names) & set(self.approach)))
+                and (self.seed is None or axes["seed"] in self.seed))
 
 
 class Resources(Model):
@@ -223,21 +186,11 @@ class DatasetOverride(Model):
     resources: Resources | None = None
     hours: float | None = Field(default=None, ge=0, description="wall-clock hours of one trial with its resources")
 
-    @field_validator("set")
-    @classmethod
-    def _set(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return check_options(value)
-
 
 class ApproachOverride(Model):
     set: Options
     resources: Resources | None = None
     hours_factor: float = Field(default=1.0, gt=0, description="multiplies the data set's hours")
-
-    @field_validator("set")
-    @classmethod
-    def _set(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return check_options(value)
 
 
 class Rule(Model):
@@ -247,11 +200,6 @@ class Rule(Model):
     set: Options
     resources: Resources | None = None
     hours: float | None = Field(default=None, ge=0)
-
-    @field_validator("set")
-    @classmethod
-    def _set(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return check_options(value)
 
 
 # ----------------------------------------------------------------------------- search
@@ -354,9 +302,7 @@ class Search(Model):
 
 
 class Report(Model):
-    tables: list[Literal["avg_incremental_accuracy", "last_accuracy", "avg_incremental_accuracy_seen", "forgetting"]] = Field(
-        default_factory=lambda: ["avg_incremental_accuracy", "last_accuracy"], min_length=1
-    )
+    tables: list[Literal[TABLE_METRICS]] = Field(default_factory=lambda: list(TABLE_METRICS[:2]), min_length=1)
     plots: bool = True
     paper: bool = True
     top_k: int = Field(default=5, ge=1, description="search: how many best configs to list")
@@ -368,7 +314,7 @@ class TuneSettings(Model):
 
 
 class Sweep(Model):
-    name: str
+    name: Name
     description: str = ""
     defaults: Options
     grid: Grid
@@ -384,13 +330,6 @@ class Sweep(Model):
     report: Report = Field(default_factory=Report)
     tune: TuneSettings = Field(default_factory=TuneSettings)
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
-            raise ValueError(f"{value!r}: use letters, digits, '_', '.', '-' (it names the results folder)")
-        return value
-
     @field_validator("grid", mode="before")
     @classmethod
     def _grid_given(cls, value: Any) -> Any:
@@ -398,18 +337,13 @@ class Sweep(Model):
             raise ValueError("is empty: give dataset, scenario, split, approach and seed")
         return value
 
-    @field_validator("defaults")
-    @classmethod
-    def _defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return check_options(value)
-
     @model_validator(mode="after")
     def _keys_name_grid_values(self) -> "Sweep":
         datasets = set(self.grid.dataset) | {d for m in self.include for d in (m.dataset or [])}
         for name in self.datasets:
             if name not in datasets:
                 raise ValueError(f"datasets.{name}: not a data set of the grid ({', '.join(sorted(datasets))})")
-        names = {v.name for v in self.grid.variants()} | {v.approach for v in self.grid.variants()}
+        names = {v.name for v in self.grid.approach} | {v.approach for v in self.grid.approach}
         names |= {a for m in self.include for a in (m.approach or [])}
         for name in self.approaches:
             if name not in names:

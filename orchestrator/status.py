@@ -9,15 +9,16 @@ finished task, the highest ``checkpoints/task_NNN.pt``. ``pending``: never start
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from .lock import lock_holder_alive, read_lock
 from .store import ATTEMPTS, FAILED_JSON, RESULT_JSON, STDERR, SWEEP_JSON, TRIAL_JSON, TRIALS, Store, trial_rel
 from .trials import TrialSpec
-
-STATES = ("done", "running", "pending", "stopped", "interrupted", "failed")
 
 
 @dataclass
@@ -45,8 +46,13 @@ def load_sweep_meta(store: Store) -> dict[str, Any] | None:
 
 
 def sweep_trials(store: Store) -> list[TrialSpec]:
-    meta = load_sweep_meta(store) or {}
-    return [TrialSpec.from_json(t) for t in meta.get("trials", [])]
+    return [TrialSpec.from_json(t) for t in (load_sweep_meta(store) or {}).get("trials", [])]
+
+
+def folder_trials(store: Store) -> list[TrialSpec]:
+    """Every trial folder's ``trial.json`` (search samples, trials of earlier versions of the sweep)."""
+    found = (store.read_json(trial_rel(tid, TRIAL_JSON)) for tid in store.list_dirs(TRIALS))
+    return [TrialSpec.from_json(d) for d in found if isinstance(d, dict) and isinstance(d.get("config"), dict)]
 
 
 def is_finished(store: Store, tid: str) -> bool:
@@ -55,11 +61,11 @@ def is_finished(store: Store, tid: str) -> bool:
 
 
 def finished_ids(store: Store) -> set[str]:
-    """The ids of the finished trials in ``store``."""
     return {tid for tid in store.list_dirs(TRIALS) if is_finished(store, tid)}
 
 
-def trial_status(store: Store, spec: TrialSpec, *, in_sweep: bool = True, tail_lines: int = 0, orchestrator_alive: bool | None = None) -> TrialStatus:
+def trial_status(store: Store, spec: TrialSpec, *, in_sweep: bool = True, tail_lines: int = 0,
+                 orchestrator_alive: bool | None = None) -> TrialStatus:
     rel = trial_rel(spec.id)
     status = TrialStatus(spec=spec, state="pending", in_sweep=in_sweep, num_tasks=spec.split[1])
     if is_finished(store, spec.id):
@@ -67,26 +73,22 @@ def trial_status(store: Store, spec: TrialSpec, *, in_sweep: bool = True, tail_l
         return status
     events = []
     for line in (store.read_text(f"{rel}/{ATTEMPTS}") or "").splitlines():
-        try:
+        with contextlib.suppress(ValueError):  # a torn last line
             events.append(json.loads(line))
-        except ValueError:
-            continue  # a torn last line
     starts = [e for e in events if e.get("event") == "start"]
-    status.attempts = len(starts)
-    status.host = starts[-1].get("host") if starts else None
-    tasks = [int(name[5:8]) for name in store.list_dirs(f"{rel}/checkpoints", files=True) if name.startswith("task_") and name.endswith(".pt")]
-    status.task = max(tasks) if tasks else None
+    status.attempts, status.host = len(starts), starts[-1].get("host") if starts else None
+    names = store.list_dirs(f"{rel}/checkpoints", files=True)
+    tasks = [int(n[5:8]) for n in names if re.fullmatch(r"task_\d{3}\.pt", n)]
+    status.task = max(tasks, default=None)
     failed = store.read_json(f"{rel}/{FAILED_JSON}")
     if events and events[-1].get("event") == "start":
         if orchestrator_alive is None:
             orchestrator_alive = bool(lock_holder_alive(read_lock(store)))
         status.state = "running" if orchestrator_alive else "interrupted"
     elif isinstance(failed, dict):
-        status.state = "failed"
-        status.error, status.failure_kind, status.permanent = failed.get("error"), failed.get("kind"), bool(failed.get("permanent"))
-        status.task = failed.get("task", status.task)
-        if tail_lines:
-            status.stderr_tail = store.tail(f"{rel}/{STDERR}", tail_lines)
+        status.state, status.error, status.failure_kind = "failed", failed.get("error"), failed.get("kind")
+        status.permanent, status.task = bool(failed.get("permanent")), failed.get("task", status.task)
+        status.stderr_tail = store.tail(f"{rel}/{STDERR}", tail_lines) if tail_lines else []
     elif events and events[-1].get("outcome") == "stopped":
         status.state = "stopped"
     return status
@@ -95,88 +97,61 @@ def trial_status(store: Store, spec: TrialSpec, *, in_sweep: bool = True, tail_l
 def collect(store: Store, *, tail_lines: int = 0, include_extra: bool = True) -> list[TrialStatus]:
     """The sweep's trials (``sweep.json``), then any other trial folder (search trials,
     trials of an earlier version of the sweep)."""
-    meta = load_sweep_meta(store) or {}
-    searching = bool(meta.get("search"))
+    searching = bool((load_sweep_meta(store) or {}).get("search"))
     alive = bool(lock_holder_alive(read_lock(store)))
     specs = [] if searching else sweep_trials(store)  # a search runs samples, not its base trials
     known = {s.id for s in specs}
     out = [trial_status(store, s, tail_lines=tail_lines, orchestrator_alive=alive) for s in specs]
-    if include_extra:
-        for tid in store.list_dirs(TRIALS):
-            if tid in known:
-                continue
-            data = store.read_json(trial_rel(tid, TRIAL_JSON))
-            if not isinstance(data, dict):
-                continue
-            try:
-                spec = TrialSpec.from_json(data)
-            except (KeyError, TypeError):
-                continue
-            out.append(trial_status(store, spec, in_sweep=searching and bool(spec.search), tail_lines=tail_lines, orchestrator_alive=alive))
+    for spec in folder_trials(store) if include_extra else []:
+        if spec.id not in known:
+            out.append(trial_status(store, spec, in_sweep=searching and bool(spec.search), tail_lines=tail_lines,
+                                    orchestrator_alive=alive))
     return out
 
 
-def counts(statuses: list[TrialStatus]) -> dict[str, int]:
-    out = {state: 0 for state in STATES}
-    for s in statuses:
-        out[s.state] += 1
-    return out
-
-
-def _task(s: TrialStatus) -> str:
-    if s.state == "done":
-        return f"{s.num_tasks}/{s.num_tasks}"
-    if s.task is None:
-        return "-"
-    return f"{int(s.task) + 1}/{s.num_tasks}"
+def failure_lines(s: TrialStatus, indent: str = "    ") -> list[str]:
+    """A failed trial's config and the last lines of its stderr."""
+    config = " ".join(f"{k}={v}" for k, v in s.spec.config.items() if k != "out")
+    return [f"{indent}config: {config}"] + [f"{indent}| {line}" for line in s.stderr_tail]
 
 
 def format_status(store: Store, statuses: list[TrialStatus], *, show_all: bool = True) -> str:
     """A table of trials, a summary line, who holds the lock, then each failure's tail."""
-    lines: list[str] = []
     meta = load_sweep_meta(store) or {}
-    lines.append(f"results: {store.root}" + (f"  (sweep {meta.get('name')}, file {meta.get('sweep_file')})" if meta else ""))
+    lines = [f"results: {store.root}" + (f"  (sweep {meta['name']}, file {meta.get('sweep_file')})" if meta else "")]
     lock = read_lock(store)
     if lock:
-        alive = lock_holder_alive(lock)
-        state = {True: "running", False: "not running (stale lock)", None: "on another host"}[alive]
+        state = {True: "running", False: "not running (stale lock)", None: "on another host"}[lock_holder_alive(lock)]
         lines.append(f"orchestrator: pid {lock.get('pid')} on {lock.get('host')}: {state}")
     else:
         lines.append("orchestrator: none running")
-    in_sweep = [s for s in statuses if s.in_sweep]
     extra = [s for s in statuses if not s.in_sweep]
-    c = counts(in_sweep)
-    stopped = "stopped early" if meta.get("search") else "stopped"
+    c = Counter(s.state for s in statuses if s.in_sweep)
     lines.append(
-        f"{len(in_sweep)} trials: {c['done']} done, {c['running']} running, {c['pending']} pending, "
-        f"{c['stopped']} {stopped}, {c['interrupted']} interrupted, {c['failed']} failed"
-        + (f"; {len(extra)} other trial folders (other searches, earlier versions of the sweep)" if extra else "")
+        f"{len(statuses) - len(extra)} trials: {c['done']} done, {c['running']} running, {c['pending']} pending, "
+        f"{c['stopped']} {'stopped early' if meta.get('search') else 'stopped'}, {c['interrupted']} interrupted, "
+        f"{c['failed']} failed" + (f"; {len(extra)} other trial folders (other searches, earlier versions of the sweep)"
+                                   if extra else "")
     )
     if c["stopped"] + c["interrupted"] and not meta.get("search"):
-        lines.append("(stopped and interrupted trials continue from their last finished task when the sweep runs again)")
+        lines.append("(stopped and interrupted trials continue from their last finished task when the sweep runs "
+                     "again)")
     rows = statuses if show_all else [s for s in statuses if s.state != "done"]
+    width = max((len(s.id) for s in rows), default=0)
     if rows:
-        width = max(len(s.id) for s in rows)
-        lines.append("")
-        lines.append(f"{'trial':<{width}}  {'state':<11}  {'task':>7}  {'tries':>5}  note")
-        for s in rows:
-            note = ""
-            if s.state == "failed":
-                note = f"{'permanent ' if s.permanent else ''}{s.failure_kind or ''}: {s.error or ''}"
-            elif s.state == "running" and s.host:
-                note = f"on {s.host}"
-            if not s.in_sweep:
-                note = (note + " " if note else "") + ("[search]" if s.spec.search else "[not in sweep.json]")
-            lines.append(f"{s.id:<{width}}  {s.state:<11}  {_task(s):>7}  {s.attempts:>5}  {note}".rstrip())
-    failures = [s for s in statuses if s.state == "failed"]
-    for s in failures:
-        lines.append("")
-        lines.append(f"--- {s.id} failed ({'permanent, ' if s.permanent else ''}{s.failure_kind}): {s.error}")
-        lines.append(f"    config: {compact_config(s.spec.config)}")
-        for line in s.stderr_tail:
-            lines.append(f"    | {line}")
+        lines += ["", f"{'trial':<{width}}  {'state':<11}  {'task':>7}  {'tries':>5}  note"]
+    for s in rows:
+        note = ""
+        if s.state == "failed":
+            note = f"{'permanent ' if s.permanent else ''}{s.failure_kind or ''}: {s.error or ''}"
+        note = f"on {s.host}" if s.state == "running" and s.host else note
+        if not s.in_sweep:
+            note = (note + " " if note else "") + ("[search]" if s.spec.search else "[not in sweep.json]")
+        task = "-" if s.task is None else f"{int(s.task) + 1}/{s.num_tasks}"
+        task = f"{s.num_tasks}/{s.num_tasks}" if s.state == "done" else task
+        lines.append(f"{s.id:<{width}}  {s.state:<11}  {task:>7}  {s.attempts:>5}  {note}".rstrip())
+    for s in statuses:
+        if s.state == "failed":
+            lines += ["", f"--- {s.id} failed ({'permanent, ' if s.permanent else ''}{s.failure_kind}): {s.error}"]
+            lines += failure_lines(s)
     return "\n".join(lines)
-
-
-def compact_config(config: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in config.items() if k not in ("out",))

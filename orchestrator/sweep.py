@@ -8,8 +8,8 @@ Precedence of training options, later wins: ``defaults`` < ``datasets.<d>.set`` 
 
 from __future__ import annotations
 
-import hashlib
 import itertools
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -32,63 +32,33 @@ class Cell:
     hours: float | None
 
 
-# ----------------------------------------------------------------------------- loading
-
-
-def _describe_loc(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc)
+MESSAGES = {"extra_forbidden": "unknown key", "missing": "required key is missing",
+            "too_short": "is empty: list at least one value"}
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
     """The pydantic model inside ``annotation`` (``list[X]``, ``dict[str, X]``, ``X | None``)."""
-    import typing
-
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    for arg in typing.get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
-    """The field names of the model that the unknown key at ``loc`` sits in."""
-    model: type[BaseModel] | None = schema.Sweep
-    for part in loc[:-1]:
-        if model is None:
-            return None
-        if isinstance(part, int):
-            continue
-        if str(part) in model.model_fields:
-            model = _model_in(model.model_fields[str(part)].annotation)
-        # else: a dict key such as datasets.<name>; the value's model is already current
-    return list(model.model_fields) if model is not None else None
+    return next(filter(None, map(_model_in, typing.get_args(annotation))), None)
 
 
 def format_validation_error(exc: ValidationError, where: str) -> SweepError:
     """The first problem pydantic found, as ``<file>: <dotted.key>: <problem>``."""
     err = exc.errors()[0]
-    loc = tuple(err.get("loc", ()))
-    message = str(err.get("msg", "invalid"))
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            message = message[len(prefix):]
-    kind = err.get("type", "")
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc)
-        hint = f" (allowed here: {', '.join(allowed)})" if allowed else ""
-        message = f"unknown key{hint}"
-    elif kind == "missing":
-        message = "required key is missing"
-    elif kind in ("too_short", "list_too_short", "dict_too_short") or (kind == "too_short"):
-        message = "is empty: list at least one value"
+    loc, kind = tuple(err.get("loc", ())), err.get("type", "")
+    message = MESSAGES.get(kind) or str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if kind == "extra_forbidden":  # name the keys allowed where the unknown one sits
+        model: type[BaseModel] | None = schema.Sweep
+        for part in loc[:-1]:  # a dict key (datasets.<name>) or a list index keeps the model
+            if model is not None and str(part) in model.model_fields:
+                model = _model_in(model.model_fields[str(part)].annotation)
+        message += f" (allowed here: {', '.join(model.model_fields)})" if model is not None else ""
     elif "input" in err and kind.endswith(("_type", "_parsing")):
         message = f"{message}, got {err['input']!r}"
     if not loc and ": " in message:
-        key, problem = message.split(": ", 1)
-        return SweepError(where, key, problem)
-    return SweepError(where, _describe_loc(loc) or None, message)
+        return SweepError(where, *message.split(": ", 1))
+    return SweepError(where, ".".join(map(str, loc)) or None, message)
 
 
 def load_sweep_text(text: str, where: str) -> schema.Sweep:
@@ -134,9 +104,6 @@ def parse_resources(text: str | None, where: str = "--resources") -> dict[str, f
     return {k: float(v) for k, v in model.model_dump().items() if v is not None}
 
 
-# ----------------------------------------------------------------------------- cells
-
-
 def _merge_resources(base: dict[str, float], layer: schema.Resources | Mapping[str, float] | None) -> dict[str, float]:
     if layer is None:
         return base
@@ -144,41 +111,28 @@ def _merge_resources(base: dict[str, float], layer: schema.Resources | Mapping[s
     return {**base, **{k: float(v) for k, v in values.items() if v is not None}}
 
 
-def _axes_of(variant: schema.ApproachVariant, dataset: str, scenario: str, split: schema.Split, seed: int) -> dict[str, Any]:
-    return {
-        "dataset": dataset,
-        "scenario": scenario,
-        "initial_classes": split.initial_classes,
-        "total_tasks": split.total_tasks,
-        "approach": variant.approach,
-        "seed": seed,
-    }
-
-
 def _points(sweep: schema.Sweep) -> Iterator[tuple[schema.ApproachVariant, dict[str, Any]]]:
     """Grid product minus ``exclude``, then ``include``; first occurrence wins."""
-    grid = sweep.grid
-    variants = grid.variants()
-    by_name = {v.name: v for v in variants}
-    seen: set[tuple] = set()
+    grid, seen = sweep.grid, set()
+    by_name = {v.name: v for v in grid.approach}
 
-    def product(datasets, scenarios, splits, variants_, seeds, excluding: bool):
-        for dataset, scenario, split, variant in itertools.product(datasets, scenarios, splits, variants_):
-            for seed in seeds:
-                axes = _axes_of(variant, dataset, scenario, split, seed)
-                if excluding and any(rule.matches(axes, (variant.name, variant.approach)) for rule in sweep.exclude):
+    def product(datasets, scenarios, splits, variants, seeds, excluding: bool):
+        for dataset, scenario, split, variant, seed in itertools.product(datasets, scenarios, splits, variants, seeds):
+            axes = {"dataset": dataset, "scenario": scenario, "initial_classes": split.initial_classes,
+                    "total_tasks": split.total_tasks, "approach": variant.approach, "seed": seed}
+            if excluding and any(rule.matches(axes, (variant.name, variant.approach)) for rule in sweep.exclude):
+                continue
+            if sweep.include:  # only an include can repeat a grid point
+                if (key := (dataset, scenario, split.pair, variant.name, seed)) in seen:
                     continue
-                key = (dataset, scenario, split.pair, variant.name, seed)
-                if sweep.include:  # only an include can repeat a grid point
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                yield variant, axes
+                seen.add(key)
+            yield variant, axes
 
-    yield from product(grid.dataset, grid.scenario, grid.split, variants, grid.seed, True)
+    yield from product(grid.dataset, grid.scenario, grid.split, grid.approach, grid.seed, True)
     for rule in sweep.include:
-        inc = [by_name.get(a) or schema.ApproachVariant(name=a, approach=a) for a in rule.approach] if rule.approach else variants
-        yield from product(rule.dataset or grid.dataset, rule.scenario or grid.scenario, rule.split or grid.split, inc, rule.seed or grid.seed, False)
+        variants = [by_name.get(a) or schema.ApproachVariant(name=a, approach=a) for a in rule.approach or []]
+        yield from product(rule.dataset or grid.dataset, rule.scenario or grid.scenario, rule.split or grid.split,
+                           variants or grid.approach, rule.seed or grid.seed, False)
 
 
 def cells(sweep: schema.Sweep, *, where: str = "<sweep>", set_values: Mapping[str, Any] | None = None,
@@ -201,7 +155,8 @@ def cells(sweep: schema.Sweep, *, where: str = "<sweep>", set_values: Mapping[st
     for variant, axes in _points(sweep):
         if variant.approach in dropped:
             continue
-        key = (axes["dataset"], axes["scenario"], axes["initial_classes"], axes["total_tasks"], variant.name, axes["seed"] if seed_rules else None)
+        key = (*(axes[k] for k in ("dataset", "scenario", "initial_classes", "total_tasks")), variant.name,
+               axes["seed"] if seed_rules else None)
         if key not in cache:
             if len(cache) > 4096:
                 cache.clear()
@@ -211,12 +166,14 @@ def cells(sweep: schema.Sweep, *, where: str = "<sweep>", set_values: Mapping[st
         yield Cell(variant=variant, axes=axes, options=options, resources=res, hours=hours)
     if not count:
         key = "exclude" if sweep.exclude else ("grid.approach" if dropped else "grid")
-        reason = "after exclude" if sweep.exclude else ("after leaving out approaches cil_core lacks" if dropped else "")
+        reason = "after leaving out approaches cil_core lacks" if dropped else ""
+        reason = "after exclude" if sweep.exclude else reason
         raise SweepError(where, key, f"the grid expands to 0 trials {reason}".strip())
 
 
-def _layers(sweep: schema.Sweep, variant: schema.ApproachVariant, axes: dict[str, Any], base_resources: dict[str, float],
-            set_values: dict[str, Any], resources: Mapping[str, float] | None) -> tuple[dict[str, Any], dict[str, float], float | None]:
+def _layers(sweep: schema.Sweep, variant: schema.ApproachVariant, axes: dict[str, Any],
+            base_resources: dict[str, float], set_values: dict[str, Any],
+            resources: Mapping[str, float] | None) -> tuple[dict[str, Any], dict[str, float], float | None]:
     """The options, resources and hours of one cell, layer by layer (see the module docstring)."""
     names = (variant.name, variant.approach)
     options: dict[str, Any] = dict(sweep.defaults)
@@ -248,30 +205,16 @@ def _layers(sweep: schema.Sweep, variant: schema.ApproachVariant, axes: dict[str
 def option_blocks(sweep: schema.Sweep) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """Every block of training options with a matching pattern (for validation):
     ``(where, options, {"dataset": ..., "approach": ...})``."""
-    blocks: list[tuple[str, dict[str, Any], dict[str, Any]]] = [("defaults", dict(sweep.defaults), {})]
-    for name, over in sweep.datasets.items():
-        blocks.append((f"datasets.{name}.set", dict(over.set), {"dataset": name}))
-    variants = {v.name: v for v in sweep.grid.variants()}
-    for name, over in sweep.approaches.items():
-        approach = variants[name].approach if name in variants else name
-        blocks.append((f"approaches.{name}.set", dict(over.set), {"approach": approach}))
-    for variant in sweep.grid.variants():
-        if variant.set:
-            index = [v.name for v in sweep.grid.variants()].index(variant.name)
-            blocks.append((f"grid.approach.{index}.set", dict(variant.set), {"approach": variant.approach}))
+    approach_of = {v.name: v.approach for v in sweep.grid.approach}
+    blocks = [("defaults", dict(sweep.defaults), {})]
+    blocks += [(f"datasets.{name}.set", dict(over.set), {"dataset": name}) for name, over in sweep.datasets.items()]
+    blocks += [(f"approaches.{name}.set", dict(over.set), {"approach": approach_of.get(name, name)})
+               for name, over in sweep.approaches.items()]
+    blocks += [(f"grid.approach.{i}.set", dict(v.set), {"approach": v.approach})
+               for i, v in enumerate(sweep.grid.approach) if v.set]
     for i, rule in enumerate(sweep.overrides):
-        pattern: dict[str, Any] = {}
-        if rule.match.dataset:
-            pattern["dataset"] = rule.match.dataset[0]
+        pattern = {"dataset": rule.match.dataset[0]} if rule.match.dataset else {}
         if rule.match.approach:
-            pattern["approach"] = variants[rule.match.approach[0]].approach if rule.match.approach[0] in variants else rule.match.approach[0]
+            pattern["approach"] = approach_of.get(rule.match.approach[0], rule.match.approach[0])
         blocks.append((f"overrides.{i}.set", dict(rule.set), pattern))
     return blocks
-
-
-def sweep_fingerprint(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def default_results_dir(sweep: schema.Sweep) -> str:
-    return str(Path("results") / sweep.name)

@@ -1,22 +1,13 @@
-"""The Ray Tune function trainable: one trial = one ``cil_core.run_experiment`` call.
+"""The Ray Tune function trainable: one trial = one ``cil_core.run_experiment`` call on its resolved config.
 
-Ray owns the runtime: placement, GPU assignment, retries (``FailureConfig``), progress and
-the experiment's storage. The trial's config arrives resolved (``orchestrator.trials``) and
-runs as is; ``cil_core`` (and so torch) is imported here, inside the function, never when
-the orchestrator is imported. What Ray cannot do, and so is kept here, one line each:
-
-* skip finished work by content: ``trials/<id>/result.json`` is found by the config's hash,
-  across sweep edits and reorders (Ray's own state is per experiment and per position);
-* permanent failures: ``failed.json`` with ``permanent`` (a diverged loss, bad input) stops
-  every later attempt at once; Ray's retries would train them again to the same end;
-* the trial's folder on a URI store: ``cil_core`` writes files, so it writes to a local
-  scratch copy that is synced to the store after every task;
-* per-trial logs in the trial's own folder at the file-descriptor level (C code, and
-  ``cil_core``'s log records, included); Ray's ``log_to_file`` only swaps ``sys.stdout``,
-  into Ray's experiment folder, which is per run and not where the trial's files are.
-
-``attempts.jsonl`` holds one start and one end line per attempt (pid, node, outcome): what
-``status`` and the fault tests read.
+Ray owns the runtime (placement, GPUs, retries, progress, experiment storage); ``cil_core`` (and so
+torch) is imported here, in the worker, never when the orchestrator is imported. Kept here because
+Ray cannot do it: skipping finished work by content hash across sweep edits (Ray's state is per
+experiment); permanent failures (``failed.json``: a diverged loss or bad input stops every later
+attempt at once; Ray would retry them to the same end); a URI store's trial folder through a local
+scratch copy synced after every task (``cil_core`` writes files); per-trial logs at the
+file-descriptor level in the trial's own folder (Ray's ``log_to_file`` swaps only ``sys.stdout``,
+into its per-run experiment folder). ``attempts.jsonl``: one start and one end line per attempt.
 """
 
 from __future__ import annotations
@@ -51,15 +42,14 @@ class TrialFolder:
     """``trials/<id>/``: the store's folder itself, or (URI store) a scratch copy synced to it."""
 
     def __init__(self, store: Store, tid: str) -> None:
-        self.store, self.id = store, tid
+        self.store, self.id, self._synced = store, tid, {}
         if store.is_local:
             self.dir = store.local(trial_rel(tid))
         else:
-            scratch = Path(os.environ.get("ORCHESTRATOR_SCRATCH", Path(tempfile.gettempdir()) / "orchestrator-scratch"))
-            self.dir = scratch / tid
+            scratch = os.environ.get("ORCHESTRATOR_SCRATCH", Path(tempfile.gettempdir()) / "orchestrator-scratch")
+            self.dir = Path(scratch) / tid
             store.download_dir(trial_rel(tid), self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._synced: dict[str, tuple[int, int]] = {}
 
     def read_json(self, name: str) -> Any:
         try:
@@ -93,21 +83,18 @@ class TrialFolder:
 def redirect_output(folder: Path) -> Iterator[None]:
     """File descriptors 1 and 2 (so C code too) and ``cil_core``'s log records to the
     trial's ``stdout.log`` / ``stderr.log`` for the trial's duration."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    saved = (os.dup(1), os.dup(2))
+    saved, streams = (os.dup(1), os.dup(2)), (sys.stdout, sys.stderr)
     for fd, name in ((1, STDOUT), (2, STDERR)):
+        with contextlib.suppress(Exception):
+            streams[fd - 1].flush()
         target = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(target, fd)
         os.close(target)
-    streams = (sys.stdout, sys.stderr)
     sys.stdout = open(1, "w", closefd=False, buffering=1)  # Ray or pytest may have replaced them
     sys.stderr = open(2, "w", closefd=False, buffering=1)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("cil_core")
-    level = logger.level
+    logger, level = logging.getLogger("cil_core"), logging.getLogger("cil_core").level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
@@ -115,13 +102,11 @@ def redirect_output(folder: Path) -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        sys.stdout, sys.stderr = streams
-        for fd, copy in zip((1, 2), saved):
+        for stream, fd, copy in zip((sys.stdout, sys.stderr), (1, 2), saved):
+            stream.flush()
             os.dup2(copy, fd)
             os.close(copy)
+        sys.stdout, sys.stderr = streams
 
 
 def import_runner(path: str) -> Callable[..., dict]:

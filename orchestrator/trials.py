@@ -1,15 +1,11 @@
 """Grid cells -> resolved, checked trials whose id is ``cil_core``'s fingerprint (no Ray, no torch).
 
-Every trial's config is resolved here, in the driver, by ``cil_core.config`` itself
-(:func:`~cil_core.config.build_config` + :func:`~cil_core.config.resolve_config`), and the
-trial receives it as is. Its id is ``<approach>_<dataset>_<scenario>_<initial>-<tasks>_s<seed>_``
-followed by the resolved config's fingerprint (the hash ``result.json`` records), so
-restating a default changes no id, and an id changes exactly when what the trial computes
-changes. The id names the trial's folder, ``results/trials/<id>/``: a rerun recognises
-finished work even if the sweep file grew, shrank or was reordered.
-
-Resolution is lazy and done once per distinct config-without-seed (the seed only enters the
-hash), so a million-trial grid is checked and counted in bounded memory.
+Every trial's config is resolved here, in the driver, by ``cil_core.config`` itself, and the trial
+receives it as is. Its id, ``<approach>_<dataset>_<scenario>_<initial>-<tasks>_s<seed>_<fingerprint>``,
+changes exactly when what the trial computes changes (restating a default changes none) and names
+its folder, so a rerun finds finished work even if the sweep file grew, shrank or was reordered.
+Resolution is lazy, once per distinct config-without-seed, so a million-trial grid is checked in
+bounded memory.
 """
 
 from __future__ import annotations
@@ -50,25 +46,12 @@ class TrialSpec:
     params: dict[str, Any] = field(default_factory=dict)  # sampled search parameters
     given: dict[str, Any] = field(default_factory=dict)  # a search's base: the options as written (samples re-resolve)
 
-    @property
-    def dataset(self) -> str:
-        return self.config["dataset"]
-
-    @property
-    def scenario(self) -> str:
-        return self.config["scenario"]
-
-    @property
-    def split(self) -> tuple[int, int]:
-        return (int(self.config["initial_classes"]), int(self.config["total_tasks"]))
-
-    @property
-    def approach(self) -> str:
-        return self.config["approach"]
-
-    @property
-    def seed(self) -> int:
-        return int(self.config.get("seed", 0))
+    # the grid axes, read from the resolved config
+    dataset = property(lambda self: self.config["dataset"])
+    scenario = property(lambda self: self.config["scenario"])
+    approach = property(lambda self: self.config["approach"])
+    split = property(lambda self: (int(self.config["initial_classes"]), int(self.config["total_tasks"])))
+    seed = property(lambda self: int(self.config.get("seed", 0)))
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -96,9 +79,6 @@ def resolve(values: Mapping[str, Any]) -> RunConfig:
     return resolve_config(build_config(values))
 
 
-# ----------------------------------------------------------------------------- resolving cells
-
-
 def _describe(cell: Cell) -> str:
     a = cell.axes
     return f"{a['dataset']} {a['scenario']} {a['initial_classes']}/{a['total_tasks']} {cell.variant.name}"
@@ -121,17 +101,13 @@ class Resolver:
             if len(self._cache) > 4096:
                 self._cache.clear()
             entry = self._cache[id(cell.options)] = (cell.options, {})
-        a = cell.axes
-        key = (a["dataset"], a["scenario"], a["initial_classes"], a["total_tasks"], a["approach"])
+        key = tuple(cell.axes[k] for k in ("dataset", "scenario", "initial_classes", "total_tasks", "approach"))
         if key not in entry[1]:
             try:
-                config = resolve({**cell.options, **a, "seed": 0})
-                data = config.to_dict()
-                entry[1][key] = (data, id_prefix(data), fingerprints_by_seed(config))
-            except UserError as exc:
-                entry[1][key] = str(exc)
-            except Exception as exc:  # noqa: BLE001 - a cil_core bug must not look like a traceback here
-                entry[1][key] = f"{type(exc).__name__}: {exc}"
+                config = resolve({**cell.options, **cell.axes, "seed": 0})
+                entry[1][key] = (config.to_dict(), id_prefix(config.to_dict()), fingerprints_by_seed(config))
+            except Exception as exc:  # noqa: BLE001 - a cil_core bug must not look like a traceback here either
+                entry[1][key] = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
         found = entry[1][key]
         if isinstance(found, str):
             self.counts[found] += 1
@@ -143,17 +119,15 @@ class Resolver:
 
     def raise_problems(self, where: str) -> None:
         """One line per distinct problem, naming up to three of its trials (``InvalidTrials``)."""
-        if not self.problems:
-            return
-        lines = []
-        for message, named in self.problems.items():
-            names = ", ".join(named[:SHOWN_PER_PROBLEM]) + (", ..." if len(named) > SHOWN_PER_PROBLEM else "")
-            lines.append(f"{where}: {message} ({self.counts[message]} trials: {names})")
-        raise InvalidTrials(lines)
+        if self.problems:
+            raise InvalidTrials("\n".join(
+                f"{where}: {message} ({self.counts[message]} trials: {', '.join(named[:SHOWN_PER_PROBLEM])}"
+                f"{', ...' if len(named) > SHOWN_PER_PROBLEM else ''})" for message, named in self.problems.items()))
 
 
 def iter_trials(sweep: schema.Sweep, *, where: str = "<sweep>", set_values: Mapping[str, Any] | None = None,
-                resources: Mapping[str, float] | None = None, drop_approaches: Iterable[str] = ()) -> Iterator[TrialSpec]:
+                resources: Mapping[str, float] | None = None,
+                drop_approaches: Iterable[str] = ()) -> Iterator[TrialSpec]:
     """The sweep's trials, lazily, in grid order; :class:`InvalidTrials` at the end if any
     cell cannot be resolved (iterate to the end before trusting what came out)."""
     resolver = Resolver()
@@ -178,49 +152,45 @@ def expand(sweep: schema.Sweep, **kwargs: Any) -> list[TrialSpec]:
     return list(iter_trials(sweep, **kwargs))
 
 
-# ----------------------------------------------------------------------------- checks before Ray
-
-
 def check_sweep(sweep: schema.Sweep, *, where: str, set_values: Mapping[str, Any] | None = None) -> list[str]:
     """Names and every option block against ``cil_core`` (first problem raised, located by
     block and key); returns the approaches ``skip_missing_approaches`` leaves out."""
-    variants = sweep.grid.variants()
-    missing = _check_names(where, "grid.dataset", "data set", list(sweep.grid.dataset) + [d for m in sweep.include for d in (m.dataset or [])], dataset_names())
-    missing_approaches = _check_names(where, "grid.approach", "approach", [v.approach for v in variants], approach_names())
-    if missing:
-        raise SweepError(where, "grid.dataset", f"cil_core has no data set {', '.join(map(repr, missing))} (it has: {', '.join(dataset_names())})")
-    if missing_approaches and not sweep.skip_missing_approaches:
-        raise SweepError(where, "grid.approach", f"cil_core has no approach {', '.join(map(repr, missing_approaches))} yet (it has: {', '.join(approach_names())})")
-    base = {"dataset": sweep.grid.dataset[0], "scenario": sweep.grid.scenario[0], "initial_classes": 1, "total_tasks": 1}
+    datasets = [*sweep.grid.dataset, *(d for m in sweep.include for d in m.dataset or [])]
+    _missing(where, "grid.dataset", "data set", datasets, dataset_names())
+    dropped = _missing(where, "grid.approach", "approach", [v.approach for v in sweep.grid.approach], approach_names(),
+                       allowed=sweep.skip_missing_approaches)
+    base = {"dataset": sweep.grid.dataset[0], "scenario": sweep.grid.scenario[0], "initial_classes": 1,
+            "total_tasks": 1, "approach": sweep.grid.approach[0].approach}
     blocks = option_blocks(sweep) + ([("--set", dict(set_values), {})] if set_values else [])
     if sweep.search is not None:
         blocks.append(("search.space", {k: d.sample_value() for k, d in sweep.search.space.items()}, {}))
     known = {a.lower() for a in approach_names()}
     for block, options, pattern in blocks:
-        approach = pattern.get("approach", variants[0].approach)
         for key, value in options.items():
             if "." in key and key.split(".", 1)[0].lower() not in known:
                 continue  # another approach's option, one cil_core lacks: it does nothing
             try:
-                build_config({**base, "dataset": pattern.get("dataset", base["dataset"]), "approach": approach, key: value})
+                build_config({**base, **pattern, key: value})
             except UserError as exc:
-                raise (SweepError("--set", key, str(exc)) if block == "--set" else SweepError(where, f"{block}.{key}", str(exc))) from None
-    return missing_approaches
+                located = ("--set", key) if block == "--set" else (where, f"{block}.{key}")
+                raise SweepError(*located, str(exc)) from None
+    return dropped
 
 
-def _check_names(where: str, key: str, kind: str, names: Sequence[str], known: Sequence[str]) -> list[str]:
+def _missing(where: str, key: str, kind: str, names: Sequence[str], known: Sequence[str],
+             allowed: bool = False) -> list[str]:
+    """The names cil_core lacks (bad input unless ``allowed``; a name in another case always is: ids hash it)."""
     lower = {k.lower(): k for k in known}
-    missing = []
-    for name in dict.fromkeys(names):
-        if name in known:
-            continue
+    missing = [name for name in dict.fromkeys(names) if name not in known]
+    for name in missing:
         if name.lower() in lower:
-            raise SweepError(where, key, f"{name!r}: write it {lower[name.lower()]!r}, as cil_core spells it (ids hash the name)")
-        missing.append(name)
+            raise SweepError(where, key, f"{name!r}: write it {lower[name.lower()]!r}, as cil_core spells it "
+                                         "(ids hash the name)")
+    if missing and not allowed:
+        yet = " yet" if kind == "approach" else ""
+        names = ", ".join(map(repr, missing))
+        raise SweepError(where, key, f"cil_core has no {kind} {names}{yet} (it has: {', '.join(known)})")
     return missing
-
-
-# ----------------------------------------------------------------------------- --only
 
 
 def _axis_value(spec: TrialSpec, axis: str) -> str:
@@ -252,21 +222,16 @@ def select(trials: Iterable[TrialSpec], wanted: dict[str, set[str]]) -> list[Tri
     if not chosen:
         have = "; ".join(f"{axis}: {', '.join(sorted({_axis_value(t, axis) for t in trials}))}" for axis in wanted)
         asked = " ".join(f"{axis}={','.join(sorted(v))}" for axis, v in wanted.items())
-        raise SweepError("--only", None, f"{asked} matches none of the sweep's {len(trials)} trials (the sweep has {have})")
+        raise SweepError("--only", None, f"{asked} matches none of the sweep's {len(trials)} trials "
+                                         f"(the sweep has {have})")
     return chosen
-
-
-# ----------------------------------------------------------------------------- summaries
 
 
 def axis_counts(trials: Iterable[TrialSpec]) -> dict[str, Counter]:
     counts: dict[str, Counter] = {axis: Counter() for axis in AXES}
     for t in trials:
-        counts["dataset"][t.dataset] += 1
-        counts["scenario"][t.scenario] += 1
-        counts["split"][f"{t.split[0]} {t.split[1]}"] += 1
-        counts["approach"][t.variant] += 1
-        counts["seed"][t.seed] += 1
+        for axis, value in zip(AXES, (t.dataset, t.scenario, f"{t.split[0]} {t.split[1]}", t.variant, t.seed)):
+            counts[axis][value] += 1
     return counts
 
 
@@ -277,20 +242,16 @@ def estimate_hours(trials: Iterable[TrialSpec]) -> dict[str, float | int]:
     from cil_core.config import config_from_dict
     from cil_core.cost_model import trial_hours
 
-    gpu_hours = cpu_hours = wall = 0.0
-    unknown = 0
+    out = {"gpu_hours": 0.0, "cpu_hours": 0.0, "trial_hours": 0.0, "unknown": 0}
     for t in trials:
-        on_gpu = t.resources.get("gpu", 0) > 0
-        hours = t.hours if t.hours is not None else trial_hours(config_from_dict(t.config), "gpu" if on_gpu else "cpu")
+        gpu = t.resources.get("gpu", 0) > 0
+        hours = t.hours if t.hours is not None else trial_hours(config_from_dict(t.config), "gpu" if gpu else "cpu")
         if hours is None:
-            unknown += 1
+            out["unknown"] += 1
             continue
-        wall += hours
-        if on_gpu:
-            gpu_hours += hours * t.resources["gpu"]
-        else:
-            cpu_hours += hours * t.resources.get("cpu", 1)
-    return {"gpu_hours": gpu_hours, "cpu_hours": cpu_hours, "trial_hours": wall, "unknown": unknown}
+        out["trial_hours"] += hours
+        out["gpu_hours" if gpu else "cpu_hours"] += hours * (t.resources["gpu"] if gpu else t.resources.get("cpu", 1))
+    return out
 
 
 def search_group_id(base: TrialSpec, search: schema.Search) -> str:

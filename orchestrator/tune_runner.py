@@ -1,21 +1,20 @@
 """Run a sweep's trials with Ray Tune: skip what is finished, run the rest, report progress.
 
-Resumption is by trial id, because ``Tuner.restore`` cannot change a search space: before
-each run the trials whose ``result.json`` is finished are skipped (and those that failed
-permanently, unless ``--retry-failed``), and a new Tuner runs the rest; an unfinished trial
-continues from its last finished task because ``cil_core`` resumes from the checkpoints in
-its folder. Ray owns the rest: one placement group per trial (``tune.with_resources``),
-retries (``FailureConfig``), the experiment's storage (``RunConfig(storage_path=...)``)
+Resumption is by trial id, because ``Tuner.restore`` cannot change a search space: finished
+trials (and permanent failures, unless ``--retry-failed``) are skipped and a new Tuner runs the
+rest; ``cil_core`` continues an unfinished one from its checkpoints. Ray owns the rest: a
+placement group per trial, retries (``FailureConfig``), storage (``RunConfig(storage_path=...)``)
 and the progress table (``CLIReporter``). Searches live in :mod:`orchestrator.search`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import cluster, schema
@@ -43,65 +42,24 @@ class RunOptions:
     quiet: bool = False
 
 
-@dataclass
-class RunOutcome:
-    statuses: list[TrialStatus] = field(default_factory=list)
-    ran: int = 0
-    skipped_done: int = 0
-    skipped_failed: int = 0
-    cluster: str = ""
-    incomplete_searches: list[str] = field(default_factory=list)
-
-    @property
-    def unfinished(self) -> list[TrialStatus]:
-        return [s for s in self.statuses if s.state != "done"]
-
-
-def write_sweep_meta(store: Store, sweep: schema.Sweep, trials: list[TrialSpec], where: str, text: str | None = None) -> None:
-    from .sweep import sweep_fingerprint
-
-    store.write_json(
-        SWEEP_JSON,
-        {
-            "schema_version": 1,
-            "name": sweep.name,
-            "description": sweep.description,
-            "sweep_file": os.path.abspath(where) if os.path.exists(where) else where,
-            "sweep_sha": sweep_fingerprint(text) if text else None,
-            "written": time.time(),
-            "report": sweep.report.model_dump(mode="json"),
-            "search": sweep.search.model_dump(mode="json") if sweep.search else None,
-            "trials": [t.to_json() for t in trials],
-        },
-    )
-
-
-def plan(store: Store, trials: list[TrialSpec], *, retry_failed: bool) -> tuple[list[TrialSpec], int, int]:
-    """``(to_run, finished, permanently_failed)``: what a run has left to do."""
-    to_run: list[TrialSpec] = []
-    done = failed = 0
-    for spec in {t.id: t for t in trials}.values():
-        if is_finished(store, spec.id):
-            done += 1
-            continue
-        record = store.read_json(trial_rel(spec.id, FAILED_JSON))
-        if isinstance(record, dict) and record.get("permanent"):
-            if not retry_failed:
-                failed += 1
-                continue
-            store.delete(trial_rel(spec.id, FAILED_JSON))
-        to_run.append(spec)
-    return to_run, done, failed
+def write_sweep_meta(store: Store, sweep: schema.Sweep, trials: list[TrialSpec], where: str,
+                     text: str | None = None) -> None:
+    """``sweep.json``: the expanded trials of the last run and its report settings (status and report read it)."""
+    store.write_json(SWEEP_JSON, {
+        "schema_version": 1, "name": sweep.name, "description": sweep.description,
+        "sweep_file": os.path.abspath(where) if os.path.exists(where) else where,
+        "sweep_sha": hashlib.sha256(text.encode()).hexdigest()[:16] if text else None, "written": time.time(),
+        "report": sweep.report.model_dump(mode="json"),
+        "search": sweep.search.model_dump(mode="json") if sweep.search else None,
+        "trials": [t.to_json() for t in trials]})
 
 
 def placement(config: dict[str, Any]) -> Any:
     from ray import tune
 
     res = config["trial"]["resources"]
-    bundle: dict[str, float] = {"CPU": float(res.get("cpu", 1))}
-    if float(res.get("gpu", 0) or 0) > 0:
-        bundle["GPU"] = float(res["gpu"])
-    return tune.PlacementGroupFactory([bundle])
+    gpu = float(res.get("gpu", 0) or 0)
+    return tune.PlacementGroupFactory([{"CPU": float(res.get("cpu", 1)), **({"GPU": gpu} if gpu > 0 else {})}])
 
 
 def trial_name(trial: Any) -> str:
@@ -119,7 +77,8 @@ def reporting(opts: RunOptions) -> dict[str, Any]:
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             final = (trial.last_result or {}).get("final")
-            log.info("%s %s", "done   " if final else "stopped", trial_name(trial) + ("" if final else " (early stopping; resumable)"))
+            name = trial_name(trial) + ("" if final else " (early stopping; resumable)")
+            log.info("%s %s", "done   " if final else "stopped", name)
 
         def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             log.warning("retry   %s (attempt failed: see trials/%s/failed.json)", trial_name(trial), trial_name(trial))
@@ -131,77 +90,68 @@ def reporting(opts: RunOptions) -> dict[str, Any]:
         def report(self, trials: list, done: bool, *sys_info: Any) -> None:
             print(self._progress_str(trials, done, *sys_info), file=sys.stderr, flush=True)
 
-    reporter = StderrReporter(
-        metric_columns={"task": "task", "avg_incremental_accuracy": "avg inc acc"},
-        parameter_columns=[],
-        max_report_frequency=int(opts.progress_every_s),
-        print_intermediate_tables=False,
-    )
+    reporter = StderrReporter(metric_columns={"task": "task", "avg_incremental_accuracy": "avg inc acc"},
+                              parameter_columns=[], max_report_frequency=int(opts.progress_every_s),
+                              print_intermediate_tables=False)
     return {"callbacks": [TrialEvents()], "progress_reporter": reporter, "verbose": 0 if opts.quiet else 1}
 
 
 def _run_grid(to_run: list[TrialSpec], sweep: schema.Sweep, opts: RunOptions) -> None:
     from ray import tune
 
-    tuner = tune.Tuner(
+    tune.Tuner(
         tune.with_resources(run_trial, resources=placement),
-        param_space={"trial": tune.grid_search([t.to_json() for t in to_run]), "store": opts.store.root, "runner": opts.runner},
+        param_space={"trial": tune.grid_search([t.to_json() for t in to_run]), "store": opts.store.root,
+                     "runner": opts.runner},
         tune_config=tune.TuneConfig(
-            reuse_actors=sweep.tune.reuse_actors,
-            max_concurrent_trials=sweep.tune.max_concurrent_trials,
-            trial_name_creator=trial_name,
-            trial_dirname_creator=trial_name,
-        ),
-        run_config=tune.RunConfig(
-            name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=opts.store.uri(RAY),
-            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-            **reporting(opts),
-        ),
-    )
-    tuner.fit()
+            reuse_actors=sweep.tune.reuse_actors, max_concurrent_trials=sweep.tune.max_concurrent_trials,
+            trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+        run_config=tune.RunConfig(name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=opts.store.uri(RAY),
+                                  failure_config=tune.FailureConfig(max_failures=opts.max_failures), **reporting(opts)),
+    ).fit()
 
 
-def run_sweep(sweep: schema.Sweep, trials: list[TrialSpec], opts: RunOptions, *, sweep_text: str | None = None) -> RunOutcome:
-    """Run what is missing of ``trials``; return every trial's state read from its files."""
+def run_sweep(sweep: schema.Sweep, trials: list[TrialSpec], opts: RunOptions, *,
+              sweep_text: str | None = None) -> tuple[list[TrialStatus], list[str]]:
+    """Run what is missing of ``trials``; return every trial's state read from its files, and the
+    searches left unfinished."""
     from .search import run_search
 
     store = opts.store
     store.mkdir("")
     write_sweep_meta(store, sweep, trials, opts.where, sweep_text)
-    outcome = RunOutcome()
+    incomplete: list[str] = []
     if sweep.search is None:
-        in_slice = trials if opts.only_ids is None else [t for t in trials if t.id in opts.only_ids]
-        to_run, outcome.skipped_done, outcome.skipped_failed = plan(store, in_slice, retry_failed=opts.retry_failed)
-        unique = len({t.id for t in in_slice})
-        plan_line = (
-            f"{unique} trials: {outcome.skipped_done} finished earlier (skipped), {outcome.skipped_failed} failed "
-            f"permanently (skipped; --retry-failed runs them), {len(to_run)} to run"
-        )
+        in_slice = {t.id: t for t in trials if opts.only_ids is None or t.id in opts.only_ids}
+        done = [tid for tid in in_slice if is_finished(store, tid)]
+        failed = [tid for tid in in_slice
+                  if tid not in done and (store.read_json(trial_rel(tid, FAILED_JSON)) or {}).get("permanent")]
+        for tid in failed if opts.retry_failed else []:
+            store.delete(trial_rel(tid, FAILED_JSON))
+        skipped = set(done) | (set() if opts.retry_failed else set(failed))
+        to_run = [t for tid, t in in_slice.items() if tid not in skipped]
+        plan_line = (f"{len(in_slice)} trials: {len(done)} finished earlier (skipped), {len(skipped) - len(done)} "
+                     f"failed permanently (skipped; --retry-failed runs them), {len(to_run)} to run")
         if opts.only_ids is not None:
-            plan_line += f"; {len({t.id for t in trials}) - unique} outside --only left for later"
+            plan_line += f"; {len({t.id for t in trials}) - len(in_slice)} outside --only left for later"
     else:
         to_run = list(trials)
         plan_line = f"search: {len(trials)} base trial(s) x {sweep.search.num_samples} samples"
-    if not to_run:
-        log.info("%s", plan_line)
-    else:
+    if to_run:
         # Join or start Ray first: a cluster that cannot be reached is bad input, said alone.
         info = cluster.connect(opts.address, num_cpus=opts.num_cpus, num_gpus=opts.num_gpus)
         try:
-            outcome.cluster = info.describe()
             if opts.resource_check:
                 cluster.check_resources(to_run, info.nodes, opts.where)
             log.info("%s", plan_line)
-            log.info("%s", outcome.cluster)
+            log.info("%s", info.describe())
             if sweep.search is None:
                 _run_grid(to_run, sweep, opts)
-            else:
-                for base in to_run:
-                    if not run_search(base, sweep, opts):
-                        outcome.incomplete_searches.append(search_group_id(base, sweep.search))
-            outcome.ran = len(to_run)
+            for base in to_run if sweep.search is not None else []:
+                if not run_search(base, sweep, opts):
+                    incomplete.append(search_group_id(base, sweep.search))
         finally:
             cluster.shutdown()
-    outcome.statuses = [s for s in collect(store, tail_lines=15, include_extra=sweep.search is not None) if s.in_sweep]
-    return outcome
+    else:
+        log.info("%s", plan_line)
+    return [s for s in collect(store, tail_lines=15, include_extra=sweep.search is not None) if s.in_sweep], incomplete

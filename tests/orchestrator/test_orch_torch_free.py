@@ -17,7 +17,7 @@ def test_import_dry_run_report_and_status_leave_torch_unimported(tmp_path):
         f"""
         import json, sys
         import orchestrator
-        from orchestrator import aggregate, cli, plots, report, schema, status, sweep, tables, trials, tune_runner, trainable
+        from orchestrator import cli, plots, report, schema, status, sweep, tables, trials, tune_runner, trainable
         from orchestrator.cli import main
         rcs = [
             main([{str(REPO / "sweeps" / "paper_table.yaml")!r}, "--dry-run", "--results", {str(tmp_path / "dry")!r}]),
