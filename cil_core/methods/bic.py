@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import register_method
-from ._shared import KnowledgeDistillationMixin, frozen_forward
+from ._building_blocks import KnowledgeDistillationMixin, frozen_forward
 from .base import Method
 from ..approach_options import BiCOptions as Options
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .. import losses
 from ..registry import register_method
-from ._shared import KnowledgeDistillationMixin, frozen_copy, scaled_epochs
+from ._building_blocks import KnowledgeDistillationMixin, frozen_copy, scaled_epochs
 from .base import Method
 from ..approach_options import EEILOptions as Options
 

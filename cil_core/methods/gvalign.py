@@ -75,7 +75,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses
-from ._shared import register_variant
+from ._building_blocks import register_variant
 from .base import Method
 from .lucir import LUCIR
 from .podnet import PODNet

@@ -28,7 +28,7 @@ import torch
 
 from .. import losses
 from ..registry import register_method
-from ._shared import KnowledgeDistillationMixin
+from ._building_blocks import KnowledgeDistillationMixin
 from .base import Method
 from ..approach_options import ICaRLOptions as Options
 

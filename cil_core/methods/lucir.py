@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from .. import losses
 from ..engine.heads import CosineHead
 from ..registry import register_method
-from ._shared import fraction_milestones, frozen_backbone_forward
+from ._building_blocks import fraction_milestones, frozen_backbone_forward
 from .base import Method
 from ..approach_options import LUCIROptions as Options
 from ..approach_options import reference_lamb_base  # noqa: F401  (re-exported: the rule lives with the options)

@@ -45,7 +45,7 @@ from torch import nn
 from .. import losses
 from ..data.samplers import ClassAwareSampler
 from ..engine.heads import CosineHead
-from ._shared import register_variant
+from ._building_blocks import register_variant
 from .base import Method
 from .eeil import EEIL
 from .lucir import LUCIR
