@@ -157,7 +157,7 @@ def run_through_engine(approach: str, options: dict | None = None, *, tasks=TINY
     step's gradients. ``before_run(learner)`` may patch the learner first (to record more).
     """
     from cil_core.config import RunConfig
-    from cil_core.data.types import Scenario
+    from cil_core.data.contract import Scenario
     from cil_core.engine.learner import Learner
     from cil_core.registry import get_method
 
