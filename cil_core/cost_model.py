@@ -157,7 +157,7 @@ def _extra_stage_images(approach: str, options: dict, epochs: int, task: int, se
     """Images of an approach's extra training stage on ``task`` (0 if none or not counted)."""
     if approach in ("eeil", "eeil_2stage") and task > 0:
         ft = options.get("finetune_epochs")
-        ft = ft if ft is not None else max(1, round(30 * epochs / 40))  # methods._shared.scaled_epochs(30, 40, epochs)
+        ft = ft if ft is not None else max(1, round(30 * epochs / 40))  # methods._building_blocks.scaled_epochs(30, 40, epochs)
         return float(ft) * memory * seen_classes  # balanced fine-tuning on memory-sized classes
     if approach.startswith("lucir") and task > 0:
         return float(options.get("cbf_epochs", 0) or 0) * memory * seen_classes

@@ -108,6 +108,22 @@ class Phase:
     batches: Callable[[torch.Generator], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
 
+def configured_phase(config: RunConfig, **fields: Any) -> Phase:
+    """A :class:`Phase` whose optimiser settings the run's ``config`` fills where ``fields``
+    leave them out or give as None (``lr``, ``momentum``, ``weight_decay``, ``batch_size``,
+    ``lr_gamma``; no ``milestones``): the one place the main phase and every extra stage take
+    them from. Any other field given as None keeps :class:`Phase`'s default."""
+    defaults: dict[str, Any] = {
+        "lr": config.lr,
+        "milestones": (),
+        "weight_decay": config.weight_decay,
+        "batch_size": config.batch_size,
+        "momentum": config.momentum,
+        "lr_gamma": config.lr_gamma,
+    }
+    return Phase(**{**defaults, **{k: v for k, v in fields.items() if v is not None}})
+
+
 class _Patience:
     """FACIL's patience rule, transcribed: a better validation loss resets the count; ``patience``
     epochs without one divide the lr by ``1 / lr_gamma`` (FACIL's ``lr_factor``), or stop the
@@ -253,18 +269,14 @@ class Learner:
         cfg = self.config
         engine_forward = self._training_forward()
         forward = self.method.main_forward(engine_forward)
-        phase = Phase(
+        phase = configured_phase(
+            cfg,
             name="train",
             indices=indices,
             epochs=cfg.epochs,
-            lr=cfg.lr,
             milestones=tuple(cfg.lr_milestones),
             param_groups=self.method.optimizer_params(ctx),
             loss_terms=self.method.loss_terms,
-            weight_decay=cfg.weight_decay,
-            batch_size=cfg.batch_size,
-            momentum=cfg.momentum,
-            lr_gamma=cfg.lr_gamma,
             split_classifier_gradient=self.method.splits_classifier_gradient,
             classifier_gradient=self.method.classifier_gradient if self.method.splits_classifier_gradient else None,
             forward=None if forward is engine_forward else forward,

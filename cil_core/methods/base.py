@@ -17,7 +17,7 @@ optimiser, evaluation, memory and checkpoints. For each task ``t`` it calls, in 
    change the main phase's schedule or parameter groups (iCaRL's patience rule, joint's lr
    rule).
 4. ``after_main_phase(ctx)``  extra stages that precede the exemplar selection (EEIL's
-                              balanced fine-tuning) through ``self.learner.run_phase(...)``.
+                              balanced fine-tuning) through ``self.run_stage(...)``.
 5. memory update              herding on the new classes (if ``uses_memory``), keeping
                               ``exemplars_per_class()`` of each (BiC: 18 of 20).
 6. ``after_train(ctx)``       extra stages after it (BiC's bias fit, the 2-stage recipe).
@@ -25,6 +25,13 @@ optimiser, evaluation, memory and checkpoints. For each task ``t`` it calls, in 
 8. ``after_task(ctx)``        bookkeeping; then the engine freezes a copy of the model as the
                               teacher for the next task (if ``needs_teacher``) and saves the
                               task checkpoint, which includes ``state_dict()``.
+
+The approach surface: an approach sees the run only through the members of :class:`Method`
+below (``model``, ``teacher``, ``device``, ``config``, ``scenario``, ``dataset``, ``memory``,
+``train_labels``, ``generator``, ``features(...)``, ``run_stage(...)``), each documented with
+why an approach needs it; it never reaches into the Learner (``tests/methods/test_surface.py``
+checks that). An extra stage is one ``run_stage`` call: the run's optimiser settings fill
+whatever the stage does not set.
 
 Options: each approach declares a frozen ``Options`` dataclass whose defaults cite the
 paper; users override them with ``--set APPROACH.KEY=VALUE``. The base class never reads
@@ -43,7 +50,11 @@ from ..approach_options import NoOptions
 from ..engine.network import LinearHead
 
 if TYPE_CHECKING:
+    from ..config import RunConfig
+    from ..data.contract import LoadedDataset, Scenario
     from ..engine.learner import Learner, Phase, Step, TaskContext
+    from ..engine.network import IncrementalNet
+    from ..memory import ExemplarMemory
 
 
 class Method:
@@ -56,8 +67,93 @@ class Method:
     summary: ClassVar[str] = ""
 
     def __init__(self, *, learner: "Learner", options: Any) -> None:
-        self.learner = learner
+        self._learner = learner  # private: approaches use the documented members below
         self.opts = options
+
+    # -- the approach surface: everything of the run an approach may use ----------------------
+    @property
+    def model(self) -> "IncrementalNet":
+        """The network being trained (``backbone`` + ``head``): parameter groups, head rows to
+        freeze, imprint or rescale, frozen copies for a stage."""
+        return self._learner.model
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        """The frozen model of the previous task (None at the first task, or without
+        ``needs_teacher``): distillation outside ``step.teacher_out`` (GVAlign's mixed images)."""
+        return getattr(self._learner, "teacher", None)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model lives: tensors an approach creates (bias layers, scales, means)."""
+        return self._learner.device
+
+    @property
+    def config(self) -> "RunConfig":
+        """The run's resolved config (read-only): the memory budget, the main phase's epochs,
+        lr and optimiser settings a stage scales or reuses."""
+        return self._learner.config
+
+    @property
+    def scenario(self) -> "Scenario":
+        """The class-incremental split: ``task_classes``, ``train_indices`` per task (joint
+        trains on all seen tasks) and the validation hold-out ``val_indices`` (iCaRL's patience
+        rule, BiC's hold-out bias set)."""
+        return self._learner.scenario
+
+    @property
+    def dataset(self) -> "LoadedDataset":
+        """The loaded data set: data-set-dependent defaults (LUCIR's ``lamb_base``) and the
+        input channels of a freshly built backbone (joint's re-initialisation)."""
+        return self._learner.dataset
+
+    @property
+    def memory(self) -> "ExemplarMemory":
+        """The exemplar memory (``indices()``): the stages that train on exemplars only."""
+        return self._learner.memory
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        """Arrival-order label of every training image (by training-split index): choosing
+        images per class (BiC's validation split, the class-aware sampler)."""
+        return self._learner.train_labels
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The run's random generator: every draw an approach makes comes from it, in order, so
+        a resumed run repeats an uninterrupted one."""
+        return self._learner.generator
+
+    def features(self, indices: np.ndarray, **options: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (float32) and labels of ``indices`` under the current model, eval mode:
+        class means, imprinting, prototypes. ``options``: ``split``, ``flip``, ``augment`` of
+        :meth:`~cil_core.engine.learner.Learner.features`."""
+        return self._learner.features(indices, **options)
+
+    def run_stage(
+        self,
+        name: str,
+        *,
+        indices: np.ndarray,
+        epochs: int,
+        param_groups: list[dict[str, Any]],
+        loss_terms: Callable[["Step"], dict[str, torch.Tensor]],
+        **settings: Any,
+    ) -> None:
+        """Train one extra stage through the engine (epochs, batches, optimiser, schedule).
+
+        ``settings`` are any other :class:`~cil_core.engine.learner.Phase` fields; the
+        optimiser settings it leaves out or gives as None (``lr``, ``momentum``,
+        ``weight_decay``, ``batch_size``, ``lr_gamma``) are the run's config's, and
+        ``milestones`` default to none (a stage's length differs from the main phase's)."""
+        from ..engine.learner import configured_phase
+
+        self._learner.run_phase(
+            configured_phase(
+                self.config, name=name, indices=indices, epochs=epochs, param_groups=param_groups,
+                loss_terms=loss_terms, **settings,
+            )
+        )
 
     # -- model construction -------------------------------------------------------
     def backbone_kwargs(self) -> dict[str, Any]:
@@ -96,7 +192,7 @@ class Method:
         return phase
 
     def optimizer_params(self, ctx: "TaskContext") -> list[dict[str, Any]]:
-        return [{"params": [p for p in self.learner.model.parameters() if p.requires_grad]}]
+        return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
 
     def loss_terms(self, step: "Step") -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -109,7 +205,7 @@ class Method:
 
     def exemplars_per_class(self) -> int:
         """How many exemplars herding keeps of each new class (the run's ``memory_per_class``)."""
-        return int(self.learner.config.memory_per_class)
+        return int(self.config.memory_per_class)
 
     def after_train(self, ctx: "TaskContext") -> None:
         pass

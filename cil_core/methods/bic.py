@@ -29,9 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine.learner import Phase
 from ..registry import register_method
-from ._shared import KnowledgeDistillationMixin, frozen_forward
+from ._building_blocks import KnowledgeDistillationMixin, frozen_forward
 from .base import Method
 from ..approach_options import BiCOptions as Options
 
@@ -76,12 +75,12 @@ class BiC(KnowledgeDistillationMixin, Method):
 
     # -- per-class view of the per-task layers --------------------------------------------
     def _task_of_classes(self, n: int) -> torch.Tensor:
-        task_of = np.concatenate([np.full(len(c), u) for u, c in enumerate(self.learner.scenario.task_classes)])
-        return torch.as_tensor(task_of[:n], dtype=torch.long, device=self.learner.device)
+        task_of = np.concatenate([np.full(len(c), u) for u, c in enumerate(self.scenario.task_classes)])
+        return torch.as_tensor(task_of[:n], dtype=torch.long, device=self.device)
 
     def _class_vectors(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         task_of = self._task_of_classes(n)
-        device = self.learner.device
+        device = self.device
         alpha = torch.tensor(self.alphas, dtype=torch.float32, device=device)[task_of]
         beta = torch.tensor(self.betas, dtype=torch.float32, device=device)[task_of]
         return alpha, beta
@@ -99,7 +98,7 @@ class BiC(KnowledgeDistillationMixin, Method):
 
     # -- hooks -------------------------------------------------------------------------------
     def _val_per_class(self) -> int:
-        return validation_per_class(self.opts.val_fraction, self.learner.config.memory_per_class)
+        return validation_per_class(self.opts.val_fraction, self.config.memory_per_class)
 
     def exemplars_per_class(self) -> int:
         """The memory keeps what the validation split leaves of each class's budget (18 of 20)."""
@@ -108,14 +107,13 @@ class BiC(KnowledgeDistillationMixin, Method):
     def train_indices(self, ctx) -> np.ndarray:
         """Choose the new classes' validation images; with ``val_source=train`` they leave the
         task's new data (``ctx.new_indices``, so herding never picks them either)."""
-        learner = self.learner
         if self.opts.val_source == "train":
             source = np.asarray(ctx.new_indices, dtype=np.int64)
-            chosen = select_per_class(source, learner.train_labels[source], self._val_per_class(), keep=1)
+            chosen = select_per_class(source, self.train_labels[source], self._val_per_class(), keep=1)
             ctx.new_indices = source[~np.isin(source, chosen)]
         else:
-            held_out = np.asarray(learner.scenario.val_indices[ctx.task], dtype=np.int64)
-            chosen = select_per_class(held_out, learner.train_labels[held_out], self._val_per_class())
+            held_out = np.asarray(self.scenario.val_indices[ctx.task], dtype=np.int64)
+            chosen = select_per_class(held_out, self.train_labels[held_out], self._val_per_class())
         self.val_indices = np.union1d(self.val_indices, chosen).astype(np.int64)
         return super().train_indices(ctx)
 
@@ -144,7 +142,7 @@ class BiC(KnowledgeDistillationMixin, Method):
         super().after_train(ctx)
         if ctx.task == 0:
             return
-        device = self.learner.device
+        device = self.device
         alpha = nn.Parameter(torch.ones((), device=device))
         beta = nn.Parameter(torch.zeros((), device=device))
         n_old, n_seen = ctx.n_old, ctx.n_seen
@@ -160,23 +158,18 @@ class BiC(KnowledgeDistillationMixin, Method):
                 "beta_l2": self.opts.beta_l2 * beta.pow(2) / 2,
             }
 
-        cfg = self.learner.config
-        self.learner.run_phase(
-            Phase(
-                name="bias_correction",
-                indices=self.val_indices,
-                epochs=self.opts.bias_epochs,
-                lr=self.opts.bias_lr if self.opts.bias_lr is not None else cfg.lr,
-                milestones=(),
-                param_groups=[{"params": [alpha, beta]}],
-                loss_terms=terms,
-                weight_decay=0.0,
-                batch_size=cfg.batch_size,
-                momentum=0.9,
-                forward=frozen_forward(self.learner.model, layer),
-                train_mode=False,
-                use_teacher=False,
-            )
+        self.run_stage(
+            "bias_correction",
+            indices=self.val_indices,
+            epochs=self.opts.bias_epochs,
+            param_groups=[{"params": [alpha, beta]}],
+            loss_terms=terms,
+            lr=self.opts.bias_lr,  # None: the run's lr
+            weight_decay=0.0,
+            momentum=0.9,
+            forward=frozen_forward(self.model, layer),
+            train_mode=False,
+            use_teacher=False,
         )
         self.alphas[ctx.task] = float(alpha.detach())
         self.betas[ctx.task] = float(beta.detach())

@@ -131,10 +131,10 @@ class DGR(Method):
             class_counts=ctx.class_counts,
             n_old=ctx.n_old,
             options=self.opts,
-            device=self.learner.device,
+            device=self.device,
         )
         # Phi: per-class accumulated CE gradient norms, for the current task only.
-        self.accumulated = torch.zeros(ctx.n_seen, device=self.learner.device)
+        self.accumulated = torch.zeros(ctx.n_seen, device=self.device)
 
     @in_fp32
     def loss_terms(self, step) -> dict[str, torch.Tensor]:

@@ -28,9 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses
-from ..engine.learner import Phase
 from ..registry import register_method
-from ._shared import KnowledgeDistillationMixin, frozen_copy, scaled_epochs
+from ._building_blocks import KnowledgeDistillationMixin, frozen_copy, scaled_epochs
 from .base import Method
 from ..approach_options import EEILOptions as Options
 
@@ -52,7 +51,7 @@ class EEIL(KnowledgeDistillationMixin, Method):
     def old_task_bounds(self, task: int) -> list[tuple[int, int]]:
         """Class ranges ``[start, end)`` of tasks ``0..task-1`` (arrival positions)."""
         bounds, start = [], 0
-        for classes in self.learner.scenario.task_classes[:task]:
+        for classes in self.scenario.task_classes[:task]:
             bounds.append((start, start + len(classes)))
             start += len(classes)
         return bounds
@@ -96,35 +95,27 @@ class EEIL(KnowledgeDistillationMixin, Method):
     def finetune_indices(self, ctx) -> np.ndarray:
         """Every old exemplar plus a random subset of the new task's images of the same size
         (FACIL's ``_get_train_loader(balanced=True)``: ``randperm(len(trn))[:len(exemplars)]``)."""
-        memory = np.asarray(self.learner.memory.indices(), dtype=np.int64)
+        memory = np.asarray(self.memory.indices(), dtype=np.int64)
         new = np.asarray(ctx.new_indices, dtype=np.int64)
-        order = torch.randperm(len(new), generator=self.learner.generator).numpy()
+        order = torch.randperm(len(new), generator=self.generator).numpy()
         return np.concatenate([memory, new[order[: len(memory)]]]).astype(np.int64)
 
     def after_main_phase(self, ctx) -> None:
         super().after_main_phase(ctx)
-        if ctx.task == 0 or len(self.learner.memory.indices()) == 0:
+        if ctx.task == 0 or len(self.memory.indices()) == 0:
             return
-        cfg = self.learner.config
         epochs = self.opts.finetune_epochs
         if epochs is None:
-            epochs = scaled_epochs(REFERENCE_FINETUNE_EPOCHS, REFERENCE_MAIN_EPOCHS, cfg.epochs)
-        self._snapshot = frozen_copy(self.learner.model) if self.opts.finetune_new_kd else None
+            epochs = scaled_epochs(REFERENCE_FINETUNE_EPOCHS, REFERENCE_MAIN_EPOCHS, self.config.epochs)
+        self._snapshot = frozen_copy(self.model) if self.opts.finetune_new_kd else None
         try:
-            self.learner.run_phase(
-                Phase(
-                    name="balanced_finetune",
-                    indices=self.finetune_indices(ctx),
-                    epochs=epochs,
-                    lr=cfg.lr * self.opts.finetune_lr_factor,
-                    milestones=(),
-                    param_groups=self.optimizer_params(ctx),
-                    loss_terms=self.finetune_terms,
-                    weight_decay=cfg.weight_decay,
-                    batch_size=cfg.batch_size,
-                    momentum=cfg.momentum,
-                    lr_gamma=cfg.lr_gamma,
-                )
+            self.run_stage(
+                "balanced_finetune",
+                indices=self.finetune_indices(ctx),
+                epochs=epochs,
+                param_groups=self.optimizer_params(ctx),
+                loss_terms=self.finetune_terms,
+                lr=self.config.lr * self.opts.finetune_lr_factor,
             )
         finally:
             self._snapshot = None

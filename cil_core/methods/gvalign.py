@@ -75,8 +75,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses
-from ..engine.learner import Phase
-from ._shared import register_variant
+from ._building_blocks import register_variant
 from .base import Method
 from .lucir import LUCIR
 from .podnet import PODNet
@@ -147,8 +146,14 @@ def _join(a: Any, b: Any) -> Any:
 class GVAlignMixin:
     """Adds GVAlign's two stages to LUCIR or PODNet (put it first in the bases)."""
 
-    learner: Any
     opts: Any
+    # Members of the approach surface (Method's) this mixin uses, for the type checker.
+    model: Any
+    teacher: Any
+    device: Any
+    generator: Any
+    features: Any
+    run_stage: Any
     # PODNet's code distils the mixed images as well; LUCIR's only the original ones.
     distill_mixed: ClassVar[bool] = False
 
@@ -161,20 +166,19 @@ class GVAlignMixin:
         forward = super().main_forward(forward)  # type: ignore[misc]
         if self.opts.mixup_weight <= 0:
             return forward
-        learner = self.learner
 
         def mixed_forward(x: torch.Tensor) -> dict[str, Any]:
             n = x.shape[0]
             alpha = self.opts.mixup_alpha
             lam = float(np.random.beta(alpha, alpha)) if alpha > 0 else 1.0
-            perm = torch.randperm(n, generator=learner.generator).to(x.device, non_blocking=True)
+            perm = torch.randperm(n, generator=self.generator).to(x.device, non_blocking=True)
             mixed = lam * x + (1.0 - lam) * x[perm]
             both = dict(forward(torch.cat([x, mixed])))
             out: dict[str, Any] = {}
             mix: dict[str, Any] = {}
             for key, value in both.items():
                 out[key], mix[key] = _split_batch(value, n)
-            teacher = getattr(learner, "teacher", None)
+            teacher = self.teacher
             if self.distill_mixed and teacher is not None:
                 with torch.no_grad():
                     mix["teacher"] = teacher(mixed)
@@ -215,16 +219,16 @@ class GVAlignMixin:
         self.align_classifier(ctx)
 
     def align_classifier(self, ctx: Any) -> None:
-        opts, learner, cfg = self.opts, self.learner, self.learner.config
-        indices = self.train_indices(ctx)  # type: ignore[attr-defined]
+        opts = self.opts
+        indices = self.train_indices(ctx)
         if opts.align_steps <= 0 or len(indices) == 0:
             return
-        feats, labels = learner.features(indices, augment=opts.prototype_augment)
+        feats, labels = self.features(indices, augment=opts.prototype_augment)
         labels = labels.long()
         prototypes, counts = class_prototypes(feats, labels, ctx.n_seen)
         if ctx.task == 0 or self.global_cov is None:
             self.global_cov, _ = global_covariance(feats, labels, ctx.n_seen)
-        factor = gaussian_factor(self.global_cov).to(learner.device)
+        factor = gaussian_factor(self.global_cov).to(self.device)
         classes = torch.nonzero(counts > 0).flatten()
         means = prototypes[classes]
         targets = classes.repeat_interleave(opts.align_samples_per_class)
@@ -233,8 +237,7 @@ class GVAlignMixin:
         def batches(generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             yield sample_pseudo_features(means, factor, per_class, generator), targets
 
-        model = learner.model
-        head = model.head
+        head = self.model.head
         n_seen = ctx.n_seen
 
         def forward(features: torch.Tensor) -> dict[str, Any]:
@@ -248,24 +251,19 @@ class GVAlignMixin:
         for p in params:
             p.requires_grad_(True)
         try:
-            learner.run_phase(
-                Phase(
-                    name="classifier_alignment",
-                    indices=np.zeros(0, dtype=np.int64),
-                    epochs=opts.align_steps,
-                    lr=opts.align_lr,
-                    milestones=opts.align_milestones,
-                    param_groups=[{"params": params}],
-                    loss_terms=terms,
-                    weight_decay=cfg.weight_decay,
-                    batch_size=len(targets),
-                    momentum=cfg.momentum,
-                    lr_gamma=cfg.lr_gamma,
-                    forward=forward,
-                    train_mode=False,
-                    use_teacher=False,
-                    batches=batches,
-                )
+            self.run_stage(
+                "classifier_alignment",
+                indices=np.zeros(0, dtype=np.int64),
+                epochs=opts.align_steps,
+                param_groups=[{"params": params}],
+                loss_terms=terms,
+                lr=opts.align_lr,
+                milestones=opts.align_milestones,
+                batch_size=len(targets),
+                forward=forward,
+                train_mode=False,
+                use_teacher=False,
+                batches=batches,
             )
         finally:
             for p, flag in zip(params, flags):
@@ -280,7 +278,7 @@ class GVAlignMixin:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)  # type: ignore[misc]
         cov = state.get("global_cov")
-        self.global_cov = None if cov is None else cov.to(self.learner.device)
+        self.global_cov = None if cov is None else cov.to(self.device)
 
 
 def gvalign(base: type[Method], *, distill_mixed: bool) -> type[Method]:

@@ -28,7 +28,7 @@ import torch
 
 from .. import losses
 from ..registry import register_method
-from ._shared import KnowledgeDistillationMixin
+from ._building_blocks import KnowledgeDistillationMixin
 from .base import Method
 from ..approach_options import ICaRLOptions as Options
 
@@ -48,7 +48,7 @@ class ICaRL(KnowledgeDistillationMixin, Method):
     def configure_main_phase(self, ctx, phase):
         if self.opts.schedule != "patience":
             return phase
-        val = np.asarray(self.learner.scenario.val_indices[ctx.task], dtype=np.int64)
+        val = np.asarray(self.scenario.val_indices[ctx.task], dtype=np.int64)
         if len(val) == 0:
             # No hold-out (val_fraction=0, or classes too small for round(0.1 n) >= 1): the
             # loss could never improve, so keep the run's fixed steps for this task.
@@ -71,10 +71,10 @@ class ICaRL(KnowledgeDistillationMixin, Method):
 
     def exemplar_means(self, n_seen: int) -> torch.Tensor:
         """Normalised mean of the normalised exemplar features per seen class (Alg. 1)."""
-        indices = self.learner.memory.indices()
-        feats, labels = self.learner.features(indices)
+        indices = self.memory.indices()
+        feats, labels = self.features(indices)
         if self.opts.flip_means:
-            flipped, _ = self.learner.features(indices, flip=True)
+            flipped, _ = self.features(indices, flip=True)
             feats, labels = torch.cat([feats, flipped]), torch.cat([labels, labels])
         means, counts = losses.normalised_class_means(feats, labels.long(), n_seen)
         # A class without exemplars (memory_per_class = 0) can never be the nearest mean.
@@ -91,4 +91,4 @@ class ICaRL(KnowledgeDistillationMixin, Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         means = state.get("class_means")
-        self.class_means = None if means is None else means.to(self.learner.device)
+        self.class_means = None if means is None else means.to(self.device)

@@ -60,14 +60,14 @@ class Joint(Method):
     summary = "joint training on all data seen so far (upper bound)"
 
     def train_indices(self, ctx) -> np.ndarray:
-        return np.concatenate(self.learner.scenario.train_indices[: ctx.task + 1]).astype(np.int64)
+        return np.concatenate(self.scenario.train_indices[: ctx.task + 1]).astype(np.int64)
 
     def before_task(self, ctx) -> None:
         if self.opts.reinit and ctx.task > 0:
             self._reinitialise(ctx.n_seen)
 
     def optimizer_params(self, ctx) -> list[dict[str, Any]]:
-        model = self.learner.model
+        model = self.model
         return [
             {"params": [p for p in model.backbone.parameters() if p.requires_grad]},
             {"params": [p for p in model.head.parameters() if p.requires_grad]},
@@ -82,14 +82,13 @@ class Joint(Method):
 
     def _reinitialise(self, n_seen: int) -> None:
         """Fresh backbone and head weights (the global RNG draws them, so a resumed run matches)."""
-        learner = self.learner
-        images = learner.dataset.train.images
+        images = self.dataset.train.images
         in_channels = int(images.shape[1]) if images is not None else 3
-        fresh = get_backbone(learner.config.backbone)(in_channels=in_channels, **self.backbone_kwargs())
-        learner.model.backbone.load_state_dict(fresh.state_dict())
+        fresh = get_backbone(self.config.backbone)(in_channels=in_channels, **self.backbone_kwargs())
+        self.model.backbone.load_state_dict(fresh.state_dict())
         head = self.make_head(fresh.feature_dim)
         head.grow(n_seen)
-        learner.model.head.load_state_dict(head.state_dict())
+        self.model.head.load_state_dict(head.state_dict())
 
     def loss_terms(self, step) -> dict[str, torch.Tensor]:
         return {"ce": F.cross_entropy(step.out["logits"][:, : step.ctx.n_seen].float(), step.y)}

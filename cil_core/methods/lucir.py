@@ -28,9 +28,8 @@ import torch.nn.functional as F
 
 from .. import losses
 from ..engine.heads import CosineHead
-from ..engine.learner import Phase
 from ..registry import register_method
-from ._shared import fraction_milestones, frozen_backbone_forward
+from ._building_blocks import fraction_milestones, frozen_backbone_forward
 from .base import Method
 from ..approach_options import LUCIROptions as Options
 from ..approach_options import reference_lamb_base  # noqa: F401  (re-exported: the rule lives with the options)
@@ -62,14 +61,14 @@ class LUCIR(Method):
 
     @property
     def base_lambda(self) -> float:
-        return self.opts.resolve_defaults(self.learner.dataset, self.name).lamb_base
+        return self.opts.resolve_defaults(self.dataset, self.name).lamb_base
 
     @property
     def freezes_old_weights(self) -> bool:
         return self.opts.less_forget
 
     def before_task(self, ctx) -> None:
-        head = self.learner.model.head
+        head = self.model.head
         head.weight_old.requires_grad_(not (self.freezes_old_weights and ctx.task > 0))
         if ctx.n_old > 0:
             self.lamb = adaptive_lambda(self.base_lambda, ctx.n_old, ctx.n_seen - ctx.n_old, self.opts.adaptive_lambda)
@@ -79,8 +78,8 @@ class LUCIR(Method):
     def imprint_new_rows(self, ctx) -> None:
         """Official LUCIR's weight imprinting: each new row is the normalised mean of the
         normalised features (previous model) of its class, scaled to the old rows' mean norm."""
-        head = self.learner.model.head
-        feats, labels = self.learner.features(ctx.new_indices)
+        head = self.model.head
+        feats, labels = self.features(ctx.new_indices)
         means, counts = losses.normalised_class_means(feats, labels.long(), ctx.n_seen)
         means = means[ctx.n_old :].repeat_interleave(head.proxies, dim=0)
         scale = head.weight_old.detach().norm(dim=1).mean()
@@ -89,7 +88,7 @@ class LUCIR(Method):
             head.weight_new.copy_(torch.where(keep, means * scale, head.weight_new))
 
     def optimizer_params(self, ctx) -> list[dict[str, Any]]:
-        return [{"params": [p for p in self.learner.model.parameters() if p.requires_grad]}]
+        return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
 
     def loss_terms(self, step) -> dict[str, torch.Tensor]:
         ctx = step.ctx
@@ -102,7 +101,7 @@ class LUCIR(Method):
                 step.out["features"], step.teacher_out["features"]
             )
         if self.opts.margin_ranking:
-            cosines = self.learner.model.head.similarity(step.out["features"])[:, : ctx.n_seen]
+            cosines = self.model.head.similarity(step.out["features"])[:, : ctx.n_seen]
             terms["margin_ranking"] = self.opts.lamb_mr * losses.margin_ranking_loss(
                 cosines, step.y, ctx.n_old, self.opts.K, self.opts.margin
             )
@@ -110,30 +109,23 @@ class LUCIR(Method):
 
     def after_train(self, ctx) -> None:
         super().after_train(ctx)
-        memory = self.learner.memory.indices()
+        memory = self.memory.indices()
         if self.opts.cbf_epochs <= 0 or ctx.task == 0 or len(memory) == 0:
             return
-        cfg = self.learner.config
-        head = self.learner.model.head
+        head = self.model.head
         frozen = head.weight_old.requires_grad
         head.weight_old.requires_grad_(True)
         try:
-            self.learner.run_phase(
-                Phase(
-                    name="class_balanced_finetune",
-                    indices=memory,
-                    epochs=self.opts.cbf_epochs,
-                    lr=self.opts.cbf_lr,
-                    milestones=fraction_milestones(self.opts.cbf_epochs, (0.5,)),
-                    param_groups=[{"params": [head.weight_old, head.weight_new]}],
-                    loss_terms=self.loss_terms,
-                    weight_decay=cfg.weight_decay,
-                    batch_size=cfg.batch_size,
-                    momentum=cfg.momentum,
-                    lr_gamma=cfg.lr_gamma,
-                    forward=frozen_backbone_forward(self.learner.model),
-                    train_mode=False,
-                )
+            self.run_stage(
+                "class_balanced_finetune",
+                indices=memory,
+                epochs=self.opts.cbf_epochs,
+                param_groups=[{"params": [head.weight_old, head.weight_new]}],
+                loss_terms=self.loss_terms,
+                lr=self.opts.cbf_lr,
+                milestones=fraction_milestones(self.opts.cbf_epochs, (0.5,)),
+                forward=frozen_backbone_forward(self.model),
+                train_mode=False,
             )
         finally:
             head.weight_old.requires_grad_(frozen)

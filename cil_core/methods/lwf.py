@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..registry import register_method
-from ._shared import KnowledgeDistillationMixin
+from ._building_blocks import KnowledgeDistillationMixin
 from .base import Method
 from ..approach_options import LwFOptions as Options
 

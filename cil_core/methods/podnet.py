@@ -65,10 +65,10 @@ class PODNet(Method):
         return LocalSimilarityHead(in_features, proxies=self.opts.proxies)
 
     def before_task(self, ctx) -> None:
-        self.learner.model.head.weight_old.requires_grad_(not (self.opts.freeze_old and ctx.task > 0))
+        self.model.head.weight_old.requires_grad_(not (self.opts.freeze_old and ctx.task > 0))
 
     def optimizer_params(self, ctx) -> list[dict[str, Any]]:
-        return [{"params": [p for p in self.learner.model.parameters() if p.requires_grad]}]
+        return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
 
     def loss_terms(self, step) -> dict[str, torch.Tensor]:
         ctx = step.ctx

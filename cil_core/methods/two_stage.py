@@ -45,8 +45,7 @@ from torch import nn
 from .. import losses
 from ..data.samplers import ClassAwareSampler
 from ..engine.heads import CosineHead
-from ..engine.learner import Phase
-from ._shared import register_variant
+from ._building_blocks import register_variant
 from .base import Method
 from .eeil import EEIL
 from .lucir import LUCIR
@@ -67,8 +66,13 @@ def stage2_lr_lambdas(epochs: int, lr_factor: float) -> tuple[Callable[[int], fl
 class TwoStageMixin:
     """Adds LT-CIL's stage 2 to a :class:`~cil_core.methods.base.Method` (put it first in the bases)."""
 
-    learner: Any
     opts: Any
+    # Members of the approach surface (Method's) this mixin uses, for the type checker.
+    model: Any
+    device: Any
+    train_labels: Any
+    generator: Any
+    run_stage: Any
 
     def __init__(self, *, learner: Any, options: Any) -> None:
         super().__init__(learner=learner, options=options)  # type: ignore[call-arg]
@@ -76,7 +80,7 @@ class TwoStageMixin:
 
     def _scales(self, n_seen: int) -> torch.Tensor:
         """The kept scales, extended with ones for classes that have none yet."""
-        device = self.learner.device
+        device = self.device
         kept = self.lws_scale if self.lws_scale is not None else torch.zeros(0, device=device)
         kept = kept.to(device)[:n_seen]
         return torch.cat([kept, torch.ones(n_seen - len(kept), device=device)])
@@ -96,7 +100,7 @@ class TwoStageMixin:
         """``(parameters, features -> logits, commit)`` of the classifier part stage 2 trains:
         a cosine head's newest rows and ``sigma`` (the rows its stage 1 trains), or a linear
         head's newest rows and biases, learnt as copies that ``commit`` writes back."""
-        head = self.learner.model.head
+        head = self.model.head
         if not self.opts.stage2_train_head:
             return [], head, lambda: None
         if isinstance(head, CosineHead):
@@ -119,12 +123,12 @@ class TwoStageMixin:
         return [weight, bias], logits, commit
 
     def fit_weight_scaling(self, ctx: Any) -> torch.Tensor:
-        opts, cfg, learner = self.opts, self.learner.config, self.learner
+        opts = self.opts
         n_seen = ctx.n_seen
-        model = learner.model
+        model = self.model
         scale = nn.Parameter(self._scales(n_seen).clone())
         smoothing = losses.label_aware_smoothing(
-            torch.as_tensor(np.asarray(ctx.train_counts), device=learner.device),
+            torch.as_tensor(np.asarray(ctx.train_counts), device=self.device),
             opts.smooth_head, opts.smooth_tail, opts.smooth_shape,
         )
         base_logits = super().eval_logits  # type: ignore[misc]
@@ -142,30 +146,23 @@ class TwoStageMixin:
                 return {"ce": F.cross_entropy(logits, step.y)}
             return {"las": losses.label_aware_smoothing_loss(logits, step.y, smoothing)}
 
-        indices = self.train_indices(ctx)  # type: ignore[attr-defined]
+        indices = self.train_indices(ctx)
         sampler = None
         if opts.stage2_sampler == "class_aware" and len(indices) > 0:
-            sampler = ClassAwareSampler(indices, learner.train_labels[indices], learner.generator).epoch
-        learner.run_phase(
-            Phase(
-                name="stage2_lws",
-                indices=indices,
-                epochs=opts.stage2_epochs,
-                lr=cfg.lr,
-                milestones=(),
-                param_groups=[{"params": head_params}, {"params": [scale]}],
-                loss_terms=terms,
-                weight_decay=cfg.weight_decay,
-                batch_size=cfg.batch_size,
-                momentum=cfg.momentum,
-                balanced=True,
-                epoch_indices=sampler,
-                forward=forward,
-                train_mode=False,
-                use_teacher=False,
-                schedule="lambda",
-                lr_lambdas=stage2_lr_lambdas(opts.stage2_epochs, opts.stage2_lr_factor),
-            )
+            sampler = ClassAwareSampler(indices, self.train_labels[indices], self.generator).epoch
+        self.run_stage(
+            "stage2_lws",
+            indices=indices,
+            epochs=opts.stage2_epochs,
+            param_groups=[{"params": head_params}, {"params": [scale]}],
+            loss_terms=terms,
+            balanced=True,
+            epoch_indices=sampler,
+            forward=forward,
+            train_mode=False,
+            use_teacher=False,
+            schedule="lambda",
+            lr_lambdas=stage2_lr_lambdas(opts.stage2_epochs, opts.stage2_lr_factor),
         )
         commit()
         return scale.detach()
@@ -184,7 +181,7 @@ class TwoStageMixin:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)  # type: ignore[misc]
         scale = state.get("lws_scale")
-        self.lws_scale = None if scale is None else scale.to(self.learner.device)
+        self.lws_scale = None if scale is None else scale.to(self.device)
 
 
 def two_stage(base: type[Method], options: type = TwoStageOptions) -> type[Method]:

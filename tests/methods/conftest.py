@@ -1,8 +1,8 @@
 """Stand-ins for the engine objects a method's hooks read, so a hook runs on hand-made tensors.
 
-``make_learner`` builds an object with the attributes the methods use (``device``, ``config``,
-``scenario``, ``train_labels``, ``memory``, ``model``, ``features``); ``run_phase`` records
-the Phase it is given instead of training. ``make_step`` builds a
+``make_learner`` builds an object with the attributes ``Method``'s surface reads (``device``,
+``config``, ``scenario``, ``train_labels``, ``memory``, ``model``, ``features``);
+``run_phase`` records the Phase that ``Method.run_stage`` gives it instead of training. ``make_step`` builds a
 :class:`~cil_core.engine.learner.Step` for a task with ``n_old`` old and ``n_seen`` seen
 classes.
 """

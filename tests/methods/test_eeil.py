@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cil_core.methods._shared import scaled_epochs
+from cil_core.methods._building_blocks import scaled_epochs
 from cil_core.methods.eeil import EEIL, Options
 
 

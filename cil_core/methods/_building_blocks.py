@@ -1,4 +1,4 @@
-"""Machinery the baseline approaches share (not an approach: the leading underscore keeps this
+"""Building blocks several approaches are made of (not an approach: the leading underscore keeps this
 module out of the registry).
 
 - :class:`KnowledgeDistillationMixin`: the teacher's old-class logits and the KD term on them,
