@@ -194,10 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .tune_runner import RunOptions, run_sweep
     from .trainable import DEFAULT_RUNNER
 
-    def _terminate(signum: int, frame: Any) -> None:  # SIGTERM behaves like Ctrl-C
-        os.kill(os.getpid(), signal.SIGINT)
-
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))  # SIGTERM: as Ctrl-C
     text = open(where).read()
     try:
         with ResultsLock(store, command=" ".join(["python -m orchestrator", *sys.argv[1:]])):
