@@ -1,10 +1,4 @@
-"""The command line (the orchestrator's only argparse); its exit statuses are in :mod:`orchestrator.errors`.
-
-    python -m orchestrator SWEEP.yaml [--dry-run] [--results DIR] [--address ADDR] [--set KEY=VALUE ...] ...
-    python -m orchestrator status RESULTS_DIR
-    python -m orchestrator report RESULTS_DIR [--check]
-    python -m orchestrator evaluate-best SWEEP.yaml [run options]   (a search's best vs default config, over seeds)
-"""
+"""The command line (the orchestrator's only argparse; usage in orchestrator/README.md); exit statuses: errors.py."""
 
 from __future__ import annotations
 
@@ -28,28 +22,31 @@ SUBCOMMANDS = ("status", "report")
 
 
 def _run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m orchestrator",
-        description="Expand a sweep file into trials and run them with Ray Tune (embedded on this machine, or on a cluster), "
-        "then build the paper's tables. Other commands: 'status RESULTS_DIR', 'report RESULTS_DIR [--check]', 'evaluate-best SWEEP'.",
-    )
-    p.add_argument("sweep", help="the sweep file (YAML; see sweeps/README.md)")
-    p.add_argument("--dry-run", action="store_true", help="list the expanded trials, counts per axis and estimated GPU hours; start nothing")
-    p.add_argument("--results", metavar="DIR", help="results directory or URI, reachable from every node (default results/<sweep name>/)")
-    p.add_argument("--address", metavar="ADDR", help="join a Ray cluster: 'auto' or HOST:PORT (default: $RAY_ADDRESS, else an embedded Ray on this machine)")
-    p.add_argument("--max-failures", type=int, default=2, metavar="N", help="retries of a failed trial within this run (default 2); each resumes from its last finished task")
-    p.add_argument("--retry-failed", action="store_true", help="also rerun trials that failed permanently (diverged, bad input) in an earlier run")
-    p.add_argument("--set", dest="set_items", action="append", default=[], metavar="KEY=VALUE", help="a training option for every trial, e.g. data_root=/data/tiny or epochs=2 (repeatable)")
-    p.add_argument("--only", dest="only_items", action="append", default=[], metavar="AXIS=V1,V2", help="run only the trials whose axis takes these values (dataset, scenario, split as 20/5, approach, seed; repeatable); the tables still cover the whole sweep")
-    p.add_argument("--resources", metavar="gpu=N,cpu=N", help="override every trial's resource request")
-    p.add_argument("--num-cpus", type=int, help="embedded Ray only: CPUs it may use (default: all)")
-    p.add_argument("--num-gpus", type=int, help="embedded Ray only: GPUs it may use (default: all)")
-    p.add_argument("--no-resource-check", action="store_true", help="do not require that some node can host each trial (autoscaling clusters)")
-    p.add_argument("--no-report", action="store_true", help="do not build the tables at the end")
-    p.add_argument("--runner", default=None, help=argparse.SUPPRESS)  # MODULE:FUNCTION replacing cil_core:run_experiment (tests)
-    p.add_argument("-q", "--quiet", action="store_true", help="warnings and the final tables only")
-    p.add_argument("--evaluate-best", action="store_true", help="after a search: rerun its best and its default configuration over search.eval_seeds "
-                   "(in RESULTS/evaluate/) and print their test mean ± std side by side; also 'python -m orchestrator evaluate-best SWEEP'")
+    p = argparse.ArgumentParser(prog="python -m orchestrator", description=(
+        "Expand a sweep file into trials, run them with Ray Tune (here or on a cluster), then build the paper's "
+        "tables. Other commands: 'status RESULTS_DIR', 'report RESULTS_DIR [--check]', 'evaluate-best SWEEP'."))
+    add = p.add_argument
+    add("sweep", help="the sweep file (YAML; see sweeps/README.md)")
+    add("--dry-run", action="store_true", help="list the trials, counts per axis and estimated GPU hours; run nothing")
+    add("--results", metavar="DIR", help="results directory or URI every node reaches (default results/<sweep name>/)")
+    add("--address", metavar="ADDR", help="a Ray cluster: 'auto' or HOST:PORT (default $RAY_ADDRESS, else embedded)")
+    add("--max-failures", type=int, default=2, metavar="N",
+        help="retries of a failed trial in this run (default 2), each from its last finished task")
+    add("--retry-failed", action="store_true", help="also rerun trials that failed permanently in an earlier run")
+    add("--set", dest="set_items", action="append", default=[], metavar="KEY=VALUE",
+        help="a training option for every trial, e.g. epochs=2 (repeatable)")
+    add("--only", dest="only_items", action="append", default=[], metavar="AXIS=V1,V2",
+        help="run only these axis values (dataset, scenario, split as 20/5, approach, seed; repeatable); "
+        "the tables still cover the whole sweep")
+    add("--resources", metavar="gpu=N,cpu=N", help="override every trial's resource request")
+    add("--num-cpus", type=int, help="embedded Ray only: CPUs it may use (default: all)")
+    add("--num-gpus", type=int, help="embedded Ray only: GPUs it may use (default: all)")
+    add("--no-resource-check", action="store_true", help="do not require a node that can host each trial (autoscaling)")
+    add("--no-report", action="store_true", help="do not build the tables at the end")
+    add("--runner", default=None, help=argparse.SUPPRESS)  # MODULE:FUNCTION replacing cil_core:run_experiment (tests)
+    add("-q", "--quiet", action="store_true", help="warnings and the final tables only")
+    add("--evaluate-best", action="store_true", help="after a search: rerun its best and default configuration over "
+        "search.eval_seeds (in RESULTS/evaluate/), test mean ± std side by side; also 'evaluate-best SWEEP'")
     return p
 
 
@@ -98,26 +95,28 @@ def format_dry_run(trials: Iterable, sweep: Any, store: Any) -> str:
     header = ["#", "trial", "dataset", "scenario", "split", "approach", "seed", "gpu", "cpu", "hours", "state"]
     rows = [header] + [
         [str(i), t.id, t.dataset, t.scenario, f"{t.split[0]} {t.split[1]}", t.variant, str(t.seed),
-         f"{t.resources.get('gpu', 0):g}", f"{t.resources.get('cpu', 1):g}", "-" if t.hours is None else f"{t.hours:.2f}",
-         "done" if t.id in finished else "to run"]
+         f"{t.resources.get('gpu', 0):g}", f"{t.resources.get('cpu', 1):g}",
+         "-" if t.hours is None else f"{t.hours:.2f}", "done" if t.id in finished else "to run"]
         for i, t in head + (list(tail) if total <= DRY_RUN_ROWS + SAMPLE_ROWS else list(tail)[-SAMPLE_ROWS:])
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.rjust(w) if j in (0, 6, 7, 8, 9) else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip()
-             for r in rows]
+    lines = ["  ".join(c.rjust(w) if j in (0, 6, 7, 8, 9) else c.ljust(w)
+                       for j, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
     if total > DRY_RUN_ROWS + SAMPLE_ROWS:
         lines.insert(SAMPLE_ROWS + 1, f"... {total - len(rows) + 1} more trials ...")
     count = f"{total} trials" + (f" ({len(seen)} distinct runs)" if len(seen) != total else "")
-    if sweep.search is not None:
-        count += f" x {sweep.search.num_samples} samples ({sweep.search.searcher} search over {', '.join(sweep.search.space)})"
+    if (search := sweep.search) is not None:
+        count += f" x {search.num_samples} samples ({search.searcher} search over {', '.join(search.space)})"
     lines += ["", f"sweep {sweep.name}: {count}"]
     for axis, counter in counts.items():
-        text = ", ".join(f"{k} {v}" for k, v in list(counter.items())[:SAMPLE_ROWS]) + (", ..." if len(counter) > SAMPLE_ROWS else "")
+        text = ", ".join(f"{k} {v}" for k, v in list(counter.items())[:SAMPLE_ROWS])
+        text += ", ..." if len(counter) > SAMPLE_ROWS else ""
         lines.append(f"  {axis:<9} {text}  ({len(counter)} values)")
     est, extrapolate = estimate_hours(unique), len(seen) / max(1, len(unique))
-    scale = (sweep.search.num_samples if sweep.search is not None else 1) * extrapolate
+    scale = (search.num_samples if search is not None else 1) * extrapolate
     cost = f"estimated cost: {est['gpu_hours'] * scale:.1f} GPU hours"
-    cost += (f" + {est['cpu_hours'] * scale:.1f} CPU-core hours" if est["cpu_hours"] else "") + f" ({est['trial_hours'] * scale:.1f} trial hours"
+    cost += f" + {est['cpu_hours'] * scale:.1f} CPU-core hours" if est["cpu_hours"] else ""
+    cost += f" ({est['trial_hours'] * scale:.1f} trial hours"
     cost += f"; {round(est['unknown'] * extrapolate)} trials without a cost estimate)" if est["unknown"] else ")"
     lines.append(cost + ("" if len(unique) == len(seen) else f" [extrapolated from {len(unique)} of {len(seen)} runs]"))
     lines.append(f"results: {store.root} ({done} of {len(seen)} already finished)")
@@ -134,7 +133,8 @@ def _failure_summary(statuses: list, limit: int = 20) -> str:
             lines.append(f"  {s.id}  [failed{', permanent' if s.permanent else ''}] {s.error or ''}")
             lines += failure_lines(dataclasses.replace(s, stderr_tail=s.stderr_tail[-8:]), "      ")
     for state, meaning in (
-        ("stopped", "stopped before they finished (interrupted or stopped early); they resume from their last finished task"),
+        ("stopped", "stopped before they finished (interrupted or stopped early); they resume from their last "
+                    "finished task"),
         ("interrupted", "their process ended before they finished; they resume from their last finished task"),
         ("running", "still running elsewhere (another orchestrator's Ray?)"),
         ("pending", "not started"),
@@ -167,7 +167,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     resources = parse_resources(args.resources)
     dropped = check_sweep(sweep, where=where, set_values=set_values)
     if dropped:
-        log.warning("warning: cil_core has no approach %s yet; those trials are left out (skip_missing_approaches)", ", ".join(map(repr, dropped)))
+        log.warning("warning: cil_core has no approach %s yet; those trials are left out (skip_missing_approaches)",
+                    ", ".join(map(repr, dropped)))
     kwargs = dict(where=where, set_values=set_values, resources=resources, drop_approaches=dropped)
     wanted = parse_only(args.only_items)
     store = Store(args.results or f"results/{sweep.name}")
@@ -193,10 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .tune_runner import RunOptions, run_sweep
     from .trainable import DEFAULT_RUNNER
 
-    def _terminate(signum: int, frame: Any) -> None:  # SIGTERM behaves like Ctrl-C
-        os.kill(os.getpid(), signal.SIGINT)
-
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))  # SIGTERM: as Ctrl-C
     text = open(where).read()
     try:
         with ResultsLock(store, command=" ".join(["python -m orchestrator", *sys.argv[1:]])):
@@ -210,7 +208,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
                 report = build_report(store)
                 print((best_text + "\n" if best_text else "") + report.text())
-                log.info("wrote %s", ", ".join(store.uri(f) for f in report.files[:4]) + (f" and {len(report.files) - 4} more" if len(report.files) > 4 else ""))
+                more = f" and {len(report.files) - 4} more" if len(report.files) > 4 else ""
+                log.info("wrote %s", ", ".join(store.uri(f) for f in report.files[:4]) + more)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if sweep.search is None:  # trials outside --only are left for later, not failures
@@ -218,12 +217,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:  # a sample stopped early by the search is not a failure
         bad = [s for s in statuses if s.state not in ("done", "stopped")]
     if incomplete:
-        print(f"\nsearch not finished: {', '.join(incomplete)}; run the same command again to continue it", file=sys.stderr)
-    if bad:
-        print(f"\n{len(bad)} of {len(statuses)} trials did not finish ({sum(s.state == 'failed' for s in bad)} failed):",
+        print(f"\nsearch not finished: {', '.join(incomplete)}; run the same command again to continue it",
               file=sys.stderr)
-        print(_failure_summary(bad), file=sys.stderr)
-        print(f"Run the same command again to resume; 'python -m orchestrator status {store.root}' shows each trial.",
+    if bad:
+        failed = sum(s.state == "failed" for s in bad)
+        print(f"\n{len(bad)} of {len(statuses)} trials did not finish ({failed} failed):\n{_failure_summary(bad)}\n"
+              f"Run the same command again to resume; 'python -m orchestrator status {store.root}' shows each trial.",
               file=sys.stderr)
     if bad or incomplete:
         return EXIT_TRIALS_FAILED
@@ -239,7 +238,8 @@ def finished_line(statuses: list[TrialStatus], slice_ids: set[str] | None) -> st
         return f"all {len(statuses)} trials finished{early}"
     left = sum(1 for s in statuses if s.spec.id not in slice_ids and s.state != "done")
     line = f"all {len(slice_ids)} trials of the --only slice finished{early}"
-    return line + (f"; {left} of the sweep's {len(statuses)} are left for later" if left else "; the whole sweep is done")
+    return line + (f"; {left} of the sweep's {len(statuses)} are left for later" if left else
+                   "; the whole sweep is done")
 
 
 def _results(path: str) -> Any:

@@ -103,12 +103,9 @@ def check_resources(trials: Iterable[TrialSpec], nodes: list[dict[str, Any]], wh
             continue
         datasets = ", ".join(sorted({t.dataset for t in members}))
         offered = "; ".join(f"{n['cpu']:g} CPU {n['gpu']:g} GPU" for n in nodes) or "no nodes"
-        raise SweepError(
-            where,
-            "resources",
-            f"{len(members)} trial(s) ({datasets}) ask for {gpu:g} GPU and {cpu:g} CPU each, but no node offers that "
-            f"(nodes: {offered}); lower the request (e.g. --resources gpu=0,cpu=1) or join a cluster with --address",
-        )
+        raise SweepError(where, "resources", f"{len(members)} trial(s) ({datasets}) ask for {gpu:g} GPU and {cpu:g} "
+                         f"CPU each, but no node offers that (nodes: {offered}); lower the request (e.g. --resources "
+                         "gpu=0,cpu=1) or join a cluster with --address")
 
 
 def shutdown() -> None:

@@ -36,9 +36,16 @@ def _mean_std(runs: list[list[float | None]]) -> tuple[pd.Series, pd.Series]:
     return frame.mean(), frame.std().fillna(0.0)
 
 
-def _save(fig: Any, store: Store, name: str) -> str:
+def _save(fig: Any, ax: Any, store: Store, name: str, title: str, ylabel: str, legend: bool = True) -> str:
+    """The styling both plots share, then the PNG into the store (and the figure closed)."""
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=10)
+    if legend:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
     store.write_bytes(f"{PLOTS}/{name}", buf.getvalue())
     return f"{PLOTS}/{name}"
 
@@ -69,13 +76,9 @@ def plot_all(store: Store, results: pd.DataFrame, specs: list[TrialSpec]) -> lis
                 ax.fill_between(x, (means - stds).clip(lower=0), (means + stds).clip(upper=100),
                                 color=style[row]["color"], alpha=0.15, linewidth=0)
         ax.set_xlabel("classes seen" if sel["task_classes"].map(bool).all() else "task")
-        ax.set_ylabel("accuracy on all seen classes (%)")
-        ax.set_ylim(0, 100)
-        ax.set_title(f"{title}: accuracy after each task (mean, band ±1 std over seeds)", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        written.append(_save(fig, store, f"curves_{name}"))
-        plt.close(fig)
+        written.append(_save(fig, ax, store, f"curves_{name}", f"{title}: accuracy after each task (mean, band ±1 std "
+                             "over seeds)", "accuracy on all seen classes (%)"))
         fig, ax = plt.subplots(figsize=(7.6, 4.4))  # many / medium / few-shot accuracy after the final task
         width, any_bar = 0.8 / len(present), False
         for i, (row, runs) in enumerate(present):
@@ -90,14 +93,9 @@ def plot_all(store: Store, results: pd.DataFrame, specs: list[TrialSpec]) -> lis
         counts = next((c for c in sel["shot_counts"] if c), {})
         ax.set_xticks(range(len(SHOTS)))
         ax.set_xticklabels([f"{shot} ({n} images)\n{_classes(counts.get(shot))}" for shot, n in SHOTS.items()])
-        ax.set_ylabel("accuracy after the final task (%)")
-        ax.set_ylim(0, 100)
-        ax.set_title(f"{title}: many / medium / few-shot classes (mean ±1 std over seeds)", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-        if any_bar:
-            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        written.append(_save(fig, store, f"shots_{name}"))
-        plt.close(fig)
+        written.append(_save(fig, ax, store, f"shots_{name}", f"{title}: many / medium / few-shot classes (mean ±1 "
+                             "std over seeds)", "accuracy after the final task (%)", legend=any_bar))
     return written
 
 

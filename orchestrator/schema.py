@@ -181,24 +181,25 @@ class Resources(Model):
         return value
 
 
-class DatasetOverride(Model):
+class Layer(Model):
+    """A block of options and resources for some trials (``datasets.<d>``, ``approaches.<a>``, ``overrides``)."""
+
     set: Options
     resources: Resources | None = None
+
+
+class DatasetOverride(Layer):
     hours: float | None = Field(default=None, ge=0, description="wall-clock hours of one trial with its resources")
 
 
-class ApproachOverride(Model):
-    set: Options
-    resources: Resources | None = None
+class ApproachOverride(Layer):
     hours_factor: float = Field(default=1.0, gt=0, description="multiplies the data set's hours")
 
 
-class Rule(Model):
+class Rule(Layer):
     """``overrides:`` entries: options for trials that match, applied last, in order."""
 
     match: Match
-    set: Options
-    resources: Resources | None = None
     hours: float | None = Field(default=None, ge=0)
 
 
@@ -249,10 +250,6 @@ class Distribution(Model):
     @property
     def args(self) -> list[Any]:
         return list(getattr(self, self.kind))
-
-    def sample_value(self) -> Any:
-        """A value inside the space (to type-check the key before anything runs)."""
-        return self.args[0]
 
 
 class EarlyStopping(Model):

@@ -13,17 +13,18 @@ configuration over ``search.eval_seeds`` as an ordinary grid in ``<results>/eval
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import logging
 import math
 from typing import Any
 
+import pandas as pd
+
 from . import schema
 from .errors import SweepError
-from .status import load_sweep_meta, trial_status
-from .store import RAY, RESULT_JSON, TRIAL_JSON, TRIALS, Store, trial_rel
+from .status import folder_trials, load_sweep_meta, trial_status
+from .store import RAY, RESULT_JSON, Store, trial_rel
+from .tables import md_table
 from .trainable import resolve_spec, run_trial
 from .trials import TrialSpec, sampled_trial, search_group_id
 from .tune_runner import RunOptions, placement, reporting, trial_name
@@ -49,6 +50,7 @@ def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
 
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     search = sweep.search
     assert search is not None
@@ -65,28 +67,25 @@ def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
         log.info("search %s: continuing the interrupted search from %s", group, path)
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
+        search_alg: Any = BasicVariantGenerator(random_state=search.seed)
         if search.searcher == "optuna":
             from ray.tune.search.optuna import OptunaSearch
 
-            search_alg: Any = OptunaSearch(seed=search.seed)
-        else:
-            from ray.tune.search.basic_variant import BasicVariantGenerator
-
-            search_alg = BasicVariantGenerator(random_state=search.seed)
+            search_alg = OptunaSearch(seed=search.seed)
         es = search.early_stopping  # ASHA: one time step per finished task
         scheduler = None if es is None else ASHAScheduler(
-            time_attr="training_iteration", max_t=es.max_t or base.split[1], grace_period=es.grace_period, reduction_factor=es.reduction_factor)
+            time_attr="training_iteration", max_t=es.max_t or base.split[1], grace_period=es.grace_period,
+            reduction_factor=es.reduction_factor)
         report = reporting(opts)
         report["progress_reporter"].add_metric_column(search.metric)
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"trial": base.to_json(), "search": group, "store": opts.store.root, "runner": opts.runner,
-                         "test_selection": search.allow_test_selection,  # else the trials report validation figures only
-                         "params": {key: _distribution(dist) for key, dist in search.space.items()}},
+        space = {key: _distribution(dist) for key, dist in search.space.items()}
+        tuner = tune.Tuner(  # without test_selection the trials report validation figures only
+            trainable, param_space={"trial": base.to_json(), "search": group, "store": opts.store.root, "params": space,
+                                    "runner": opts.runner, "test_selection": search.allow_test_selection},
             tune_config=tune.TuneConfig(
-                metric=search.metric, mode=search.mode, num_samples=search.num_samples, search_alg=search_alg, scheduler=scheduler,
-                max_concurrent_trials=search.max_concurrent or sweep.tune.max_concurrent_trials, reuse_actors=sweep.tune.reuse_actors,
-                trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+                metric=search.metric, mode=search.mode, num_samples=search.num_samples, search_alg=search_alg,
+                scheduler=scheduler, max_concurrent_trials=search.max_concurrent or sweep.tune.max_concurrent_trials,
+                reuse_actors=sweep.tune.reuse_actors, trial_name_creator=trial_name, trial_dirname_creator=trial_name),
             run_config=tune.RunConfig(name=group, storage_path=opts.store.uri(RAY),
                                       failure_config=tune.FailureConfig(max_failures=opts.max_failures), **report),
         )
@@ -101,10 +100,10 @@ def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
                         "metric": metrics.get(search.metric), "task": metrics.get("task")})
     # Tune's own states: a trial stopped by Ctrl-C is left RUNNING (restored later), one stopped by ASHA is TERMINATED
     complete = grid.num_terminated + grid.num_errors >= search.num_samples
-    opts.store.write_json(f"{group}.json", {"group": group, "base": base.to_json(), "search": search.model_dump(mode="json"),
-                                            "finished": complete, "trials": records})
-    stopped = sum(1 for r in records if r["state"] == "stopped")
-    log.info("search %s: %s, %d trials (%d stopped early)", group, "finished" if complete else "NOT finished (interrupted?)", len(records), stopped)
+    opts.store.write_json(f"{group}.json", {"group": group, "base": base.to_json(), "finished": complete,
+                                            "search": search.model_dump(mode="json"), "trials": records})
+    log.info("search %s: %s, %d trials (%d stopped early)", group, "finished" if complete else
+             "NOT finished (interrupted?)", len(records), sum(1 for r in records if r["state"] == "stopped"))
     return complete
 
 
@@ -121,23 +120,22 @@ def _figure(result: dict[str, Any], key: str) -> float | None:
 def ranked(store: Store, metric: str, mode: str) -> dict[str, list[dict[str, Any]]]:
     """Per search group, its samples best first by ``metric``: finished ones on their
     ``result.json``, then the ones stopped early on Tune's last report (a partial run)."""
-    val_key = metric if metric.startswith("val_") else f"val_{metric}"
+    keys = {"val": metric if metric.startswith("val_") else f"val_{metric}", "selected": metric}
+    keys["test"] = keys["val"][4:]
     groups: dict[str, list[dict[str, Any]]] = {}
-    progress: dict[str, dict[str, Any]] = {}
-    for tid in store.list_dirs(TRIALS):
-        data = store.read_json(trial_rel(tid, TRIAL_JSON))
-        if not isinstance(data, dict) or not data.get("search"):
-            continue
-        spec = TrialSpec.from_json(data)
-        if spec.search not in progress:
-            progress[spec.search] = {r["id"]: r for r in (store.read_json(f"{spec.search}.json") or {}).get("trials", [])}
-        result = store.read_json(trial_rel(tid, RESULT_JSON))
+    reports: dict[str, dict[str, Any]] = {}  # per group, Tune's last report of each sample
+    for spec in (s for s in folder_trials(store) if s.search):
+        if spec.search not in reports:
+            summary = store.read_json(f"{spec.search}.json") or {}
+            reports[spec.search] = {r["id"]: r for r in summary.get("trials", [])}
+        result = store.read_json(trial_rel(spec.id, RESULT_JSON))
         done = isinstance(result, dict) and result.get("status") == "finished"
-        last = progress[spec.search].get(tid) or {}
-        partial = {val_key: last.get("metric")} if metric == val_key else {val_key[4:]: last.get("metric")}
-        record = {"id": tid, "spec": spec, "params": spec.params, "finished": done, "num_tasks": spec.split[1],
-                  **{k: _figure(result, f) if done else partial.get(f) for k, f in (("val", val_key), ("test", val_key[4:]), ("selected", metric))},
-                  "tasks": len(result.get("acc_seen") or []) if done else (None if last.get("task") is None else int(last["task"]) + 1)}
+        last = reports[spec.search].get(spec.id) or {}
+        record = {k: _figure(result, key) if done else last.get("metric") if key == metric else None
+                  for k, key in keys.items()}
+        partial_tasks = None if last.get("task") is None else int(last["task"]) + 1
+        record |= {"id": spec.id, "spec": spec, "params": spec.params, "finished": done, "num_tasks": spec.split[1],
+                   "tasks": len(result.get("acc_seen") or []) if done else partial_tasks}
         groups.setdefault(spec.search, []).append(record)
     sign = -1 if mode == "max" else 1
     for records in groups.values():
@@ -154,34 +152,33 @@ def search_report(store: Store, *, top_k: int = 5) -> str:
     name = metric.removeprefix("val_")
     md = [f"# {meta.get('name', 'search')}: hyperparameter search", ""]
     if not metric.startswith("val_"):
-        md += [f"**WARNING: this search selected on the test metric `{metric}` (`allow_test_selection: true`): the chosen "
-               f"configuration's test figures are biased upward. Select on `val_{metric}` for figures a reviewer accepts.**", ""]
-    md.append(f"Selected on `{metric}` ({mode}); `val` is the validation hold-out, `test` the test set (from each trial's "
-              "`result.json`). A trial stopped early shows its validation figure after its last finished task (stopped).")
-    rows_csv: list[dict[str, Any]] = []
+        md += [f"**WARNING: this search selected on the test metric `{metric}` (`allow_test_selection: true`): the "
+               f"chosen configuration's test figures are biased upward. Select on `val_{metric}` for figures a "
+               "reviewer accepts.**", ""]
+    md.append(f"Selected on `{metric}` ({mode}); `val` is the validation hold-out, `test` the test set (from each "
+              "trial's `result.json`). A trial stopped early shows its validation figure after its last finished "
+              "task (stopped).")
+    csv_rows: list[dict[str, Any]] = []
     for group, records in sorted(ranked(store, metric, mode).items()):
-        keys = sorted({k for r in records for k in r["params"]})
-        base = records[0]["spec"]
-        header = ["| rank | " + " | ".join(keys) + f" | val {name} | test {name} | tasks | trial |", "|---|" + "---|" * (len(keys) + 4)]
-        lines = [f"| {i} | " + " | ".join(_fmt(r["params"].get(k)) for k in keys)
-                 + f" | {_fmt(r['val'])}{'' if r['finished'] else ' (stopped)'} | {_fmt(r['test'])} | {r['tasks'] or 0}/{r['num_tasks']} | {r['id']} |"
-                 for i, r in enumerate(records, 1)]
-        md += ["", f"## {group}", "", f"Base: {base.dataset} {base.scenario} {base.split[0]}/{base.split[1]} {base.approach} seed {base.seed}; "
-               f"{len(records)} trials.", "", f"### Best {min(top_k, len(records))} by {metric}", "", *header, *lines[:top_k],
-               "", "### All trials", "", *header, *lines]
-        rows_csv += [{"group": group, "rank": i, "trial": r["id"], **{f"param.{k}": r["params"].get(k) for k in keys}, f"val_{name}": r["val"],
-                      f"test_{name}": r["test"], "finished": r["finished"], "tasks_done": r["tasks"], "num_tasks": r["num_tasks"]}
-                     for i, r in enumerate(records, 1)]
-    md += ["", f"Next: `python -m orchestrator evaluate-best {meta.get('sweep_file', 'SWEEP.yaml')} --results {store.root}` reruns the best and "
-           f"the default configuration over seeds {search.get('eval_seeds', [0, 1, 2])} and reports test mean ± std ({EVALUATE}/)."]
+        keys, base = sorted({k for r in records for k in r["params"]}), records[0]["spec"]
+        header = ["rank", *keys, f"val {name}", f"test {name}", "tasks", "trial"]
+        rows = [[str(i), *(_fmt(r["params"].get(k)) for k in keys),
+                 _fmt(r["val"]) + ("" if r["finished"] else " (stopped)"), _fmt(r["test"]),
+                 f"{r['tasks'] or 0}/{r['num_tasks']}", r["id"]] for i, r in enumerate(records, 1)]
+        md += ["", f"## {group}", "", f"Base: {base.dataset} {base.scenario} {base.split[0]}/{base.split[1]} "
+               f"{base.approach} seed {base.seed}; {len(records)} trials.", "",
+               f"### Best {min(top_k, len(records))} by {metric}", "", *md_table(header, rows[:top_k]),
+               "", "### All trials", "", *md_table(header, rows)]
+        csv_rows += [{"group": group, "rank": i, "trial": r["id"], **{f"param.{k}": r["params"].get(k) for k in keys},
+                      f"val_{name}": r["val"], f"test_{name}": r["test"], "finished": r["finished"],
+                      "tasks_done": r["tasks"], "num_tasks": r["num_tasks"]} for i, r in enumerate(records, 1)]
+    md += ["", f"Next: `python -m orchestrator evaluate-best {meta.get('sweep_file', 'SWEEP.yaml')} --results "
+           f"{store.root}` reruns the best and the default configuration over seeds "
+           f"{search.get('eval_seeds', [0, 1, 2])} and reports test mean ± std ({EVALUATE}/)."]
     text = "\n".join(md) + "\n"
     store.write_text("search.md", text)
-    buf = io.StringIO()
-    if rows_csv:
-        writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for row in rows_csv for k in row)), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows_csv)
-    store.write_text("search.csv", buf.getvalue())
+    csv = pd.DataFrame(csv_rows, dtype=object).to_csv(index=False, lineterminator="\n") if csv_rows else ""
+    store.write_text("search.csv", csv)
     return text
 
 
@@ -192,7 +189,8 @@ def _fmt(value: Any) -> str:
 # ----------------------------------------------------------------------------- evaluate-best
 
 
-def evaluation(sweep: schema.Sweep, bases: list[TrialSpec], store: Store, where: str) -> tuple[schema.Sweep, list[TrialSpec], Store, str]:
+def evaluation(sweep: schema.Sweep, bases: list[TrialSpec], store: Store,
+               where: str) -> tuple[schema.Sweep, list[TrialSpec], Store, str]:
     """``evaluate-best``: per search, the best finished sample's params and the default
     (the base's own options) x ``search.eval_seeds``, as an ordinary grid (rows ``<approach>``
     and ``<approach>-best``) in ``<results>/evaluate/``: its tables are the comparison."""
@@ -208,10 +206,11 @@ def evaluation(sweep: schema.Sweep, bases: list[TrialSpec], store: Store, where:
             raise SweepError(where, "search", f"{group} has no finished trial in {store.root}: run the search first")
         for seed in search.eval_seeds:
             seeded = dataclasses.replace(base, given={**base.given, "seed": seed}, search=None)
-            trials += [dataclasses.replace(sampled_trial(seeded, {}, None), given={}),
-                       dataclasses.replace(sampled_trial(seeded, best["params"], None), variant=f"{base.variant}-best", given={})]
+            trials += [dataclasses.replace(sampled_trial(seeded, params, None), given={}, variant=variant)
+                       for params, variant in (({}, base.variant), (best["params"], f"{base.variant}-best"))]
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best["params"].items()))
-        lines.append(f"- {base.variant}-best ({group}): {params}; {search.metric} {_fmt(best['selected'])} (trial {best['id']})")
+        lines.append(f"- {base.variant}-best ({group}): {params}; {search.metric} {_fmt(best['selected'])} "
+                     f"(trial {best['id']})")
     text = "\n".join(lines) + f"\n\nSeeds {search.eval_seeds}; cells: test mean ± std over seeds.\n"
     evaluate = Store(store.uri(EVALUATE))
     evaluate.mkdir("")

@@ -7,6 +7,7 @@ Both go through one ``pyarrow`` file system; local writes are atomic (readers ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -102,10 +103,8 @@ class Store:
         self._fs.create_dir(self._p(rel), recursive=True)
 
     def delete(self, rel: str) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._fs.delete_file(self._p(rel))
-        except OSError:
-            pass
 
     def upload_file(self, local_file: Path, rel: str) -> None:
         self._fs.create_dir(self._p(rel).rsplit("/", 1)[0], recursive=True)

@@ -175,29 +175,19 @@ def _layers(sweep: schema.Sweep, variant: schema.ApproachVariant, axes: dict[str
             base_resources: dict[str, float], set_values: dict[str, Any],
             resources: Mapping[str, float] | None) -> tuple[dict[str, Any], dict[str, float], float | None]:
     """The options, resources and hours of one cell, layer by layer (see the module docstring)."""
-    names = (variant.name, variant.approach)
-    options: dict[str, Any] = dict(sweep.defaults)
-    res = dict(base_resources)
-    hours: float | None = None
-    factor = 1.0
-    if axes["dataset"] in sweep.datasets:
-        over = sweep.datasets[axes["dataset"]]
-        options.update(over.set)
-        res = _merge_resources(res, over.resources)
-        hours = over.hours
-    for name in dict.fromkeys((variant.approach, variant.name)):
-        if name in sweep.approaches:
-            over_a = sweep.approaches[name]
-            options.update(over_a.set)
-            res = _merge_resources(res, over_a.resources)
-            factor *= over_a.hours_factor
-    options.update(variant.set)
-    for rule in sweep.overrides:
-        if rule.match.matches(axes, names):
-            options.update(rule.set)
-            res = _merge_resources(res, rule.resources)
-            if rule.hours is not None:
-                hours, factor = rule.hours, 1.0
+    options, res, hours, factor = dict(sweep.defaults), dict(base_resources), None, 1.0
+    approaches = [sweep.approaches[n] for n in dict.fromkeys((variant.approach, variant.name)) if n in sweep.approaches]
+    rules = [r for r in sweep.overrides if r.match.matches(axes, (variant.name, variant.approach))]
+    layers = [sweep.datasets.get(axes["dataset"]), *approaches, variant, *rules]
+    for layer in filter(None, layers):
+        options.update(layer.set)
+        res = _merge_resources(res, getattr(layer, "resources", None))
+        if isinstance(layer, schema.DatasetOverride):
+            hours = layer.hours
+        elif isinstance(layer, schema.ApproachOverride):
+            factor *= layer.hours_factor
+        elif getattr(layer, "hours", None) is not None:  # a rule's hours replace the estimate
+            hours, factor = layer.hours, 1.0
     options.update(set_values)
     return options, _merge_resources(res, dict(resources or {})), None if hours is None else hours * factor
 

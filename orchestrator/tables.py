@@ -32,25 +32,18 @@ METRIC_LABELS = {
     "avg_incremental_accuracy_seen": "average incremental accuracy over seen images",
     "forgetting": "forgetting",
 }
-TITLES = {
-    "avg_incremental_accuracy": (
-        "Average incremental accuracy (%)",
-        "The paper's headline number: after each task, the mean accuracy over the tasks seen so far "
-        "(each task weighted equally); then the mean of those over all steps, the first included.",
-    ),
-    "last_accuracy": (
-        "Last accuracy (%)",
-        "Accuracy on the test images of all classes after the final task (one step, not an average).",
-    ),
-    "avg_incremental_accuracy_seen": (
-        "Average incremental accuracy over seen images (%)",
-        "After each task, the accuracy over all seen test images (each image weighted equally); "
-        "then the mean over all steps. Equal to the average incremental accuracy for equal tasks, not for LFH.",
-    ),
-    "forgetting": (
-        "Forgetting (points, lower is better)",
-        "Mean over tasks of the drop from a task's best earlier accuracy to its final accuracy.",
-    ),
+TITLES = {  # metric -> (heading, explanation)
+    "avg_incremental_accuracy": ("Average incremental accuracy (%)", "The paper's headline number: after each task, "
+                                 "the mean accuracy over the tasks seen so far (each task weighted equally); then the "
+                                 "mean of those over all steps, the first included."),
+    "last_accuracy": ("Last accuracy (%)", "Accuracy on the test images of all classes after the final task (one "
+                      "step, not an average)."),
+    "avg_incremental_accuracy_seen": ("Average incremental accuracy over seen images (%)", "After each task, the "
+                                      "accuracy over all seen test images (each image weighted equally); then the "
+                                      "mean over all steps. Equal to the average incremental accuracy for equal "
+                                      "tasks, not for LFH."),
+    "forgetting": ("Forgetting (points, lower is better)", "Mean over tasks of the drop from a task's best earlier "
+                   "accuracy to its final accuracy."),
 }
 LOWER_IS_BETTER = {"forgetting"}
 
@@ -81,17 +74,13 @@ def load_results(store: Store, specs: list[TrialSpec]) -> pd.DataFrame:
     for tid in dict.fromkeys(s.id for s in specs):
         r = store.read_json(trial_rel(tid, RESULT_JSON))
         if isinstance(r, dict) and r.get("status") == "finished":
-            found[tid] = {
-                **{m: float(r[m]) if isinstance(r.get(m), (int, float)) else math.nan for m in METRIC_LABELS},
-                "acc_seen": list(r.get("acc_seen") or []),
-                "shot_acc": dict(r.get("shot_acc") or {}),
-                "shot_counts": dict(r.get("shot_counts") or {}),
-                "task_classes": [len(t) for t in r.get("task_classes") or []],
-            }
-    frame = spec_frame(specs)
-    metrics = pd.DataFrame.from_dict(found, orient="index", columns=[*METRIC_LABELS, "acc_seen", "shot_acc",
-                                                                    "shot_counts", "task_classes"])
-    return frame.join(metrics, on="id", how="inner").reset_index(drop=True)
+            found[tid] = {**{m: float(r[m]) if isinstance(r.get(m), (int, float)) else math.nan for m in METRIC_LABELS},
+                          "acc_seen": list(r.get("acc_seen") or []), "shot_acc": dict(r.get("shot_acc") or {}),
+                          "shot_counts": dict(r.get("shot_counts") or {}),
+                          "task_classes": [len(t) for t in r.get("task_classes") or []]}
+    columns = [*METRIC_LABELS, "acc_seen", "shot_acc", "shot_counts", "task_classes"]
+    metrics = pd.DataFrame.from_dict(found, orient="index", columns=columns)
+    return spec_frame(specs).join(metrics, on="id", how="inner").reset_index(drop=True)
 
 
 def layout(specs: list[TrialSpec]) -> tuple[list[str], list[tuple[str, str, int, int]]]:

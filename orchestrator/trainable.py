@@ -1,4 +1,4 @@
-"""The Ray Tune function trainable: one trial = one ``cil_core.run_experiment`` call on its resolved config.
+"""The Ray Tune function trainable: one trial, one ``cil_core.run_experiment`` call on its resolved config.
 
 Ray owns the runtime (placement, GPUs, retries, progress, experiment storage); ``cil_core`` (and so
 torch) is imported here, in the worker, never when the orchestrator is imported. Kept here because
@@ -148,7 +148,8 @@ def run_trial(config: dict[str, Any]) -> None:
 
     failed = folder.read_json(FAILED_JSON)
     if isinstance(failed, dict) and failed.get("permanent"):
-        raise PermanentTrialFailure(f"trial {spec.id} failed permanently ({failed.get('kind')}): {failed.get('error')}")
+        raise PermanentTrialFailure(f"trial {spec.id} failed permanently ({failed.get('kind')}): "
+                                    f"{failed.get('error')}")
     finished = folder.read_json(RESULT_JSON)
     if isinstance(finished, dict) and finished.get("status") == "finished":
         folder.sync(done=True)  # a scratch copy may be ahead of the store
@@ -156,13 +157,14 @@ def run_trial(config: dict[str, Any]) -> None:
         return
 
     atomic_write_json(folder.dir / TRIAL_JSON, spec.to_json())
-    attempt = sum(1 for line in _lines(folder.dir / ATTEMPTS) if '"event": "start"' in line) + 1
+    attempts = folder.dir / ATTEMPTS
+    attempt = (attempts.read_text().count('"event": "start"') if attempts.exists() else 0) + 1
     folder.log_attempt(event="start", attempt=attempt, host=socket.gethostname(), pid=os.getpid(), node_id=_node_id(),
                        CUDA_VISIBLE_DEVICES=os.environ.get("CUDA_VISIBLE_DEVICES"))
     run_config = {**spec.config, "out": str(folder.dir)}
     if float(spec.resources.get("gpu", 0) or 0) <= 0 and run_config.get("device") == "auto":
         run_config["device"] = "cpu"  # a trial that asked Ray for no GPU uses none (non-semantic)
-    if run_config.get("num_workers") is None:  # data-loader workers: the CPUs the trial asked for, not the node's
+    if run_config.get("num_workers") is None:  # data-loader workers: the CPUs the trial asked for
         run_config["num_workers"] = max(1, int(float(spec.resources.get("cpu", 1))))
     last_task, done_task = spec.split[1] - 1, {"task": None}
 
@@ -170,8 +172,8 @@ def run_trial(config: dict[str, Any]) -> None:
         done_task["task"] = metrics.get("task")
         folder.sync()
         if int(metrics.get("task", 0)) < last_task:  # the last task is the final report, once result.json exists
-            report({"trial_id": spec.id, **metrics, "avg_incremental_accuracy": metrics.get("avg_incremental_accuracy_so_far"),
-                    "val_avg_incremental_accuracy": metrics.get("val_avg_incremental_accuracy_so_far"), "final": False})
+            report({"trial_id": spec.id, **metrics, "final": False, **{f"{p}avg_incremental_accuracy": metrics.get(
+                f"{p}avg_incremental_accuracy_so_far") for p in ("", "val_")}})
 
     outcome = "stopped"  # unless it ends otherwise: Ray stopped it (early stopping, Ctrl-C)
     try:
@@ -180,19 +182,14 @@ def run_trial(config: dict[str, Any]) -> None:
         outcome = "finished"
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised for Ray
         kinds = [kind for name, kind in PERMANENT_KINDS.items() if name in {c.__name__ for c in type(exc).__mro__}]
-        record = {
-            "kind": kinds[0] if kinds else "error",
-            "permanent": bool(kinds),
-            "error": f"{type(exc).__name__}: {exc}".strip(),
-            "traceback": traceback.format_exc().splitlines()[-40:],
-            "attempt": attempt,
-            "time": time.time(),
-            "task": done_task["task"],  # the last finished task
-        }
+        record = {"kind": kinds[0] if kinds else "error", "permanent": bool(kinds), "attempt": attempt,
+                  "error": f"{type(exc).__name__}: {exc}".strip(), "time": time.time(), "task": done_task["task"],
+                  "traceback": traceback.format_exc().splitlines()[-40:]}  # task: the last finished one
         atomic_write_json(folder.dir / FAILED_JSON, record)
         outcome = f"failed:{record['kind']}"
         if record["permanent"]:
-            raise PermanentTrialFailure(f"trial {spec.id} failed permanently ({record['kind']}): {record['error']}") from exc
+            raise PermanentTrialFailure(f"trial {spec.id} failed permanently ({record['kind']}): "
+                                        f"{record['error']}") from exc
         raise
     finally:
         folder.log_attempt(event="end", attempt=attempt, outcome=outcome)
@@ -201,17 +198,14 @@ def run_trial(config: dict[str, Any]) -> None:
     report({"trial_id": spec.id, **final_metrics(result), "restored": False})
 
 
-def _lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
-
-
 def final_metrics(result: dict[str, Any]) -> dict[str, Any]:
     """The last report: the run's summary, under the same keys as the per-task reports."""
-    out: dict[str, Any] = {"task": len(result.get("acc_seen") or []) - 1, "num_tasks": len(result.get("acc_seen") or []), "final": True}
+    tasks = len(result.get("acc_seen") or [])
+    out: dict[str, Any] = {"task": tasks - 1, "num_tasks": tasks, "final": True}
     for p in ("", "val_"):  # the test figures, then their validation twins
-        avg = result.get(f"{p}avg_incremental_accuracy")
-        out |= {f"{p}acc_seen": (result.get(f"{p}acc_seen") or [None])[-1], f"{p}task_avg_acc": (result.get(f"{p}task_avg_acc") or [None])[-1],
-                f"{p}avg_incremental_accuracy": avg, f"{p}avg_incremental_accuracy_so_far": avg, f"{p}last_accuracy": result.get(f"{p}last_accuracy")}
+        out |= {f"{p}{k}": (result.get(f"{p}{k}") or [None])[-1] for k in ("acc_seen", "task_avg_acc")}
+        out |= {f"{p}{k}": result.get(f"{p}{k}") for k in ("avg_incremental_accuracy", "last_accuracy")}
+        out[f"{p}avg_incremental_accuracy_so_far"] = out[f"{p}avg_incremental_accuracy"]
     return out
 
 

@@ -163,7 +163,7 @@ def check_sweep(sweep: schema.Sweep, *, where: str, set_values: Mapping[str, Any
             "total_tasks": 1, "approach": sweep.grid.approach[0].approach}
     blocks = option_blocks(sweep) + ([("--set", dict(set_values), {})] if set_values else [])
     if sweep.search is not None:
-        blocks.append(("search.space", {k: d.sample_value() for k, d in sweep.search.space.items()}, {}))
+        blocks.append(("search.space", {k: d.args[0] for k, d in sweep.search.space.items()}, {}))  # a value in range
     known = {a.lower() for a in approach_names()}
     for block, options, pattern in blocks:
         for key, value in options.items():
