@@ -19,6 +19,8 @@ CPU = torch.device("cpu")
 
 
 def config(dataset: str = "synthetic", **kw) -> RunConfig:
+    """A config as the pipelines get it: resolved, so its augmentation is named (not None)."""
+    kw.setdefault("augment", "reference")
     return RunConfig(dataset=dataset, approach="finetune", scenario="lt", initial_classes=10, total_tasks=2, **kw)
 
 
