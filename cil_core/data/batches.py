@@ -105,7 +105,7 @@ class TensorPipeline:
             "test": torch.as_tensor(label_map[dataset.test.labels]).to(self.device),
         }
         self.augment = DeviceAugment(
-            mode=config.augment, size=image_size(dataset, config), mean=dataset.mean, std=dataset.std, device=self.device
+            mode=config.augment or dataset.protocol.augment, size=image_size(dataset, config), mean=dataset.mean, std=dataset.std, device=self.device
         )
 
     def len_batches(self, n: int, batch_size: int) -> int:
@@ -204,7 +204,7 @@ class LoaderPipeline:
         if dataset.augment_family == "cifar" and dataset.train.images is not None and resize is None:
             if dataset.train.images.shape[-1] != size:
                 resize = size
-        train_tf = pil_train_transform(dataset.augment_family, size, dataset.mean, dataset.std, config.augment, resize)
+        train_tf = pil_train_transform(dataset.augment_family, size, dataset.mean, dataset.std, config.augment or dataset.protocol.augment, resize)
         test_tf = pil_test_transform(dataset.augment_family, size, dataset.mean, dataset.std, resize)
         self.workers = config.num_workers if config.num_workers is not None else default_workers()
         self.pin = self.device.type == "cuda"

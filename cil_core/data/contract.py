@@ -29,6 +29,7 @@ class DatasetProtocol:
     image_size: int
     lr: float = 0.1
     batch_size: int = 128
+    augment: str = "reference"  # the training augmentation (cil_core.data.augment.AUGMENTS)
     # Execution defaults (README "Execution"): bf16 autocast, channels-last memory format.
     amp: bool = False
     channels_last: bool = False
