@@ -62,7 +62,7 @@ class RunConfig:
     val_fraction: float = 0.1
     backbone: str | None = None
     image_size: int | None = None
-    # None: the data set's protocol ("reference": pad + random-resized crop + flip, the paper's
+    # None: the data set's protocol ("reference": pad 4 + random-resized crop + flip, the paper's
     # CIFAR recipe; "crop_flip": pad 4 + random crop + flip; "shift": pad 1 + random crop).
     augment: str | None = None
     # Where things are.
@@ -272,6 +272,7 @@ def resolve_config(config: RunConfig) -> RunConfig:
         batch_size=config.batch_size if config.batch_size is not None else protocol.batch_size,
         backbone=config.backbone or protocol.backbone,
         image_size=config.image_size or protocol.image_size,
+        augment=config.augment or protocol.augment,
         amp=config.amp if config.amp is not None else protocol.amp,
         channels_last=config.channels_last if config.channels_last is not None else protocol.channels_last,
         augment=config.augment or protocol.augment,

@@ -92,3 +92,13 @@ def test_config_resolution_imports_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[1:] == ["5.0", "False"]
+
+
+def test_augmentation_comes_from_the_protocol_unless_given():
+    # The CPU stand-in's protocol names its own augmentation; the paper's sets keep the
+    # reference code's pad + random-resized crop; a user's choice wins over either.
+    tiny = {**BASE, "dataset": "tinyimagenet100_lt", "initial_classes": 20, "total_tasks": 5}
+    assert resolve_config(build_config(tiny)).augment == "crop_flip"
+    assert resolve_config(build_config({**tiny, "augment": "reference"})).augment == "reference"
+    cifar = {**BASE, "dataset": "cifar100", "initial_classes": 50, "total_tasks": 6}
+    assert resolve_config(build_config(cifar)).augment == "reference"
