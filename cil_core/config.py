@@ -275,7 +275,6 @@ def resolve_config(config: RunConfig) -> RunConfig:
         augment=config.augment or protocol.augment,
         amp=config.amp if config.amp is not None else protocol.amp,
         channels_last=config.channels_last if config.channels_last is not None else protocol.channels_last,
-        augment=config.augment or protocol.augment,
         # Absolute paths: a Ray trial's working directory is not the user's.
         out=str(Path(config.out).expanduser().resolve()) if config.out else None,
         data_root=str(Path(config.data_root).expanduser().resolve()) if config.data_root else None,

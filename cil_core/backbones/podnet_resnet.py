@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..registry import register_backbone
+from .resnet_cifar import staged_forward
 
 _PODNET_VARIANTS = {
     "resnet32": "resnet32_podnet",
@@ -100,12 +101,7 @@ class PodnetCifarResNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        out = torch.relu(self.bn1(self.conv1(x)))
-        maps = []
-        for stage in self.stages:
-            out = stage(out)
-            maps.append(out)
-        return {"features": torch.flatten(self.pool(out), 1), "maps": maps}
+        return staged_forward(self, x)
 
 
 class PodnetResNet18(nn.Module):

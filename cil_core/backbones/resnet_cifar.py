@@ -14,6 +14,17 @@ from torch import nn
 from ..registry import register_backbone
 
 
+def staged_forward(net: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+    """The forward of the CIFAR-style ResNets (``conv1``, ``bn1``, ``stages``, ``pool``): stem,
+    then the stages, each stage's output kept (PODNet distils them), then the pooled feature."""
+    out = torch.relu(net.bn1(net.conv1(x)))
+    maps = []
+    for stage in net.stages:
+        out = stage(out)
+        maps.append(out)
+    return {"features": torch.flatten(net.pool(out), 1), "maps": maps}
+
+
 class BasicBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int, last_relu: bool = True) -> None:
         super().__init__()
@@ -43,7 +54,6 @@ class CifarResNet(nn.Module):
         widths = (width, 2 * width, 4 * width)
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
-        self.relu = nn.ReLU(inplace=True)
         stages = []
         in_planes = widths[0]
         for stage, planes in enumerate(widths):
@@ -65,12 +75,7 @@ class CifarResNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        out = self.relu(self.bn1(self.conv1(x)))
-        maps = []
-        for stage in self.stages:
-            out = stage(out)
-            maps.append(out)
-        return {"features": torch.flatten(self.pool(out), 1), "maps": maps}
+        return staged_forward(self, x)
 
 
 @register_backbone("resnet32")
