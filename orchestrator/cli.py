@@ -78,26 +78,24 @@ def format_dry_run(trials: Iterable, sweep: Any, store: Any) -> str:
     from .trials import axis_counts, estimate_hours
 
     finished, seen, unique, head, tail = finished_ids(store), set(), [], [], deque(maxlen=DRY_RUN_ROWS)
-    total = done = 0
 
     def sampled() -> Iterable:
-        nonlocal total, done
         for t in trials:
-            total += 1
             if hash(t.id) not in seen:
                 seen.add(hash(t.id))
-                done += t.id in finished
                 unique.extend([t] if len(unique) <= DRY_RUN_ROWS else [])  # the first distinct runs, for the cost
-            (head if len(head) < SAMPLE_ROWS else tail).append((total, t))
+            (head if len(head) < SAMPLE_ROWS else tail).append(t)
             yield t
 
     counts = axis_counts(sampled())
+    total, done = sum(counts["seed"].values()), sum(hash(tid) in seen for tid in finished)
+    shown = list(tail) if total <= DRY_RUN_ROWS + SAMPLE_ROWS else list(tail)[-SAMPLE_ROWS:]
     header = ["#", "trial", "dataset", "scenario", "split", "approach", "seed", "gpu", "cpu", "hours", "state"]
     rows = [header] + [
         [str(i), t.id, t.dataset, t.scenario, f"{t.split[0]} {t.split[1]}", t.variant, str(t.seed),
          f"{t.resources.get('gpu', 0):g}", f"{t.resources.get('cpu', 1):g}",
          "-" if t.hours is None else f"{t.hours:.2f}", "done" if t.id in finished else "to run"]
-        for i, t in head + (list(tail) if total <= DRY_RUN_ROWS + SAMPLE_ROWS else list(tail)[-SAMPLE_ROWS:])
+        for i, t in [*enumerate(head, 1), *enumerate(shown, total - len(shown) + 1)]
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) if j in (0, 6, 7, 8, 9) else c.ljust(w)
@@ -110,8 +108,7 @@ def format_dry_run(trials: Iterable, sweep: Any, store: Any) -> str:
     lines += ["", f"sweep {sweep.name}: {count}"]
     for axis, counter in counts.items():
         text = ", ".join(f"{k} {v}" for k, v in list(counter.items())[:SAMPLE_ROWS])
-        text += ", ..." if len(counter) > SAMPLE_ROWS else ""
-        lines.append(f"  {axis:<9} {text}  ({len(counter)} values)")
+        lines.append(f"  {axis:<9} {text}{', ...' if len(counter) > SAMPLE_ROWS else ''}  ({len(counter)} values)")
     est, extrapolate = estimate_hours(unique), len(seen) / max(1, len(unique))
     scale = (search.num_samples if search is not None else 1) * extrapolate
     cost = f"estimated cost: {est['gpu_hours'] * scale:.1f} GPU hours"

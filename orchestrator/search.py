@@ -27,7 +27,7 @@ from .store import RAY, RESULT_JSON, Store, trial_rel
 from .tables import md_table
 from .trainable import resolve_spec, run_trial
 from .trials import TrialSpec, sampled_trial, search_group_id
-from .tune_runner import RunOptions, placement, reporting, trial_name
+from .tune_runner import RunOptions, make_tuner, placement
 
 log = logging.getLogger("orchestrator")
 EVALUATE = "evaluate"  # evaluate-best's results folder, inside the search's
@@ -36,12 +36,7 @@ EVALUATE = "evaluate"  # evaluate-best's results folder, inside the search's
 def _distribution(dist: schema.Distribution) -> Any:
     from ray import tune
 
-    a = dist.args
-    if dist.kind == "choice":
-        return tune.choice(list(a))
-    if dist.kind == "randint":
-        return tune.randint(int(a[0]), int(a[1]))
-    return getattr(tune, dist.kind)(*a)
+    return tune.choice(list(dist.args)) if dist.kind == "choice" else getattr(tune, dist.kind)(*dist.args)
 
 
 def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
@@ -61,10 +56,10 @@ def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
         return True
     # a continued search re-reports the tasks its trials restore from checkpoints
     warnings.filterwarnings("ignore", message="The reported value is ignored because this `step")
-    trainable = tune.with_resources(run_trial, resources=placement)
     path = opts.store.uri(RAY, group)
     if tune.Tuner.can_restore(path):
         log.info("search %s: continuing the interrupted search from %s", group, path)
+        trainable = tune.with_resources(run_trial, resources=placement)
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         search_alg: Any = BasicVariantGenerator(random_state=search.seed)
@@ -76,19 +71,12 @@ def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
         scheduler = None if es is None else ASHAScheduler(
             time_attr="training_iteration", max_t=es.max_t or base.split[1], grace_period=es.grace_period,
             reduction_factor=es.reduction_factor)
-        report = reporting(opts)
-        report["progress_reporter"].add_metric_column(search.metric)
         space = {key: _distribution(dist) for key, dist in search.space.items()}
-        tuner = tune.Tuner(  # without test_selection the trials report validation figures only
-            trainable, param_space={"trial": base.to_json(), "search": group, "store": opts.store.root, "params": space,
-                                    "runner": opts.runner, "test_selection": search.allow_test_selection},
-            tune_config=tune.TuneConfig(
-                metric=search.metric, mode=search.mode, num_samples=search.num_samples, search_alg=search_alg,
-                scheduler=scheduler, max_concurrent_trials=search.max_concurrent or sweep.tune.max_concurrent_trials,
-                reuse_actors=sweep.tune.reuse_actors, trial_name_creator=trial_name, trial_dirname_creator=trial_name),
-            run_config=tune.RunConfig(name=group, storage_path=opts.store.uri(RAY),
-                                      failure_config=tune.FailureConfig(max_failures=opts.max_failures), **report),
-        )
+        tuner = make_tuner(  # without test_selection the trials report validation figures only
+            sweep, opts, group, {"trial": base.to_json(), "search": group, "params": space,
+                                 "test_selection": search.allow_test_selection}, metric=search.metric,
+            mode=search.mode, num_samples=search.num_samples, search_alg=search_alg, scheduler=scheduler,
+            max_concurrent_trials=search.max_concurrent or sweep.tune.max_concurrent_trials)
     grid, records = tuner.fit(), []
     for result in grid:
         try:

@@ -79,50 +79,13 @@ def resolve(values: Mapping[str, Any]) -> RunConfig:
     return resolve_config(build_config(values))
 
 
-def _describe(cell: Cell) -> str:
-    a = cell.axes
-    return f"{a['dataset']} {a['scenario']} {a['initial_classes']}/{a['total_tasks']} {cell.variant.name}"
-
-
-class Resolver:
-    """Resolves each distinct config-without-seed once and remembers each problem."""
-
-    def __init__(self) -> None:
-        # id(cell.options) -> (that dict, {non-seed axes: resolved or the problem}): cells()
-        # shares one options dict among the cells it merged alike, so a lookup is cheap
-        self._cache: dict[int, tuple[dict, dict[tuple, Any]]] = {}
-        self.problems: dict[str, list[str]] = {}  # message -> cells it applies to
-        self.counts: Counter = Counter()
-
-    def __call__(self, cell: Cell) -> tuple[dict[str, Any], str, Callable[[int], str]] | None:
-        """``(resolved config, id prefix, seed -> fingerprint)``, or None for a cell that cannot run."""
-        entry = self._cache.get(id(cell.options))
-        if entry is None or entry[0] is not cell.options:
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            entry = self._cache[id(cell.options)] = (cell.options, {})
-        key = tuple(cell.axes[k] for k in ("dataset", "scenario", "initial_classes", "total_tasks", "approach"))
-        if key not in entry[1]:
-            try:
-                config = resolve({**cell.options, **cell.axes, "seed": 0})
-                entry[1][key] = (config.to_dict(), id_prefix(config.to_dict()), fingerprints_by_seed(config))
-            except Exception as exc:  # noqa: BLE001 - a cil_core bug must not look like a traceback here either
-                entry[1][key] = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-        found = entry[1][key]
-        if isinstance(found, str):
-            self.counts[found] += 1
-            named = self.problems.setdefault(found, [])
-            if len(named) <= SHOWN_PER_PROBLEM and _describe(cell) not in named:
-                named.append(_describe(cell))
-            return None
-        return found
-
-    def raise_problems(self, where: str) -> None:
-        """One line per distinct problem, naming up to three of its trials (``InvalidTrials``)."""
-        if self.problems:
-            raise InvalidTrials("\n".join(
-                f"{where}: {message} ({self.counts[message]} trials: {', '.join(named[:SHOWN_PER_PROBLEM])}"
-                f"{', ...' if len(named) > SHOWN_PER_PROBLEM else ''})" for message, named in self.problems.items()))
+def _resolve_cell(cell: Cell) -> tuple[dict[str, Any], str, Callable[[int], str]] | str:
+    """``(resolved config, id prefix, seed -> fingerprint)`` of a cell, or why it cannot run."""
+    try:
+        config = resolve({**cell.options, **cell.axes, "seed": 0})
+        return config.to_dict(), id_prefix(config.to_dict()), fingerprints_by_seed(config)
+    except Exception as exc:  # noqa: BLE001 - a cil_core bug must not look like a traceback here either
+        return str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
 
 
 def iter_trials(sweep: schema.Sweep, *, where: str = "<sweep>", set_values: Mapping[str, Any] | None = None,
@@ -130,21 +93,35 @@ def iter_trials(sweep: schema.Sweep, *, where: str = "<sweep>", set_values: Mapp
                 drop_approaches: Iterable[str] = ()) -> Iterator[TrialSpec]:
     """The sweep's trials, lazily, in grid order; :class:`InvalidTrials` at the end if any
     cell cannot be resolved (iterate to the end before trusting what came out)."""
-    resolver = Resolver()
+    # (id(cell.options), non-seed axes) -> (that dict, resolved or the problem): cells() shares
+    # one options dict among the cells it merged alike, so each config-without-seed resolves once
+    cache: dict[tuple, tuple[dict, Any]] = {}
+    problems: dict[str, list[str]] = {}  # message -> the first cells it applies to
+    counts: Counter = Counter()
     for cell in cells(sweep, where=where, set_values=set_values, resources=resources, drop_approaches=drop_approaches):
-        found = resolver(cell)
-        if found is not None:
-            data, prefix, hash_of = found
-            seed = int(cell.axes["seed"])
-            yield TrialSpec(
-                id=f"{prefix}_s{seed}_{hash_of(seed)}",
-                variant=cell.variant.name,
-                config={**data, "seed": seed},
-                resources=cell.resources,
-                hours=cell.hours,
-                given={**cell.options, **cell.axes} if sweep.search is not None else {},
-            )
-    resolver.raise_problems(where)
+        a = cell.axes
+        key = (id(cell.options), *(a[k] for k in ("dataset", "scenario", "initial_classes", "total_tasks", "approach")))
+        if key not in cache or cache[key][0] is not cell.options:
+            if len(cache) > 4096:
+                cache.clear()
+            cache[key] = (cell.options, _resolve_cell(cell))
+        found = cache[key][1]
+        if isinstance(found, str):
+            counts[found] += 1
+            named = problems.setdefault(found, [])
+            described = f"{a['dataset']} {a['scenario']} {a['initial_classes']}/{a['total_tasks']} {cell.variant.name}"
+            if len(named) <= SHOWN_PER_PROBLEM and described not in named:
+                named.append(described)
+            continue
+        data, prefix, hash_of = found
+        seed = int(a["seed"])
+        yield TrialSpec(id=f"{prefix}_s{seed}_{hash_of(seed)}", variant=cell.variant.name,
+                        config={**data, "seed": seed}, resources=cell.resources, hours=cell.hours,
+                        given={**cell.options, **a} if sweep.search is not None else {})
+    if problems:  # one line per distinct problem, naming up to three of its trials
+        raise InvalidTrials("\n".join(
+            f"{where}: {message} ({counts[message]} trials: {', '.join(named[:SHOWN_PER_PROBLEM])}"
+            f"{', ...' if len(named) > SHOWN_PER_PROBLEM else ''})" for message, named in problems.items()))
 
 
 def expand(sweep: schema.Sweep, **kwargs: Any) -> list[TrialSpec]:

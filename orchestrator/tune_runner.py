@@ -96,19 +96,22 @@ def reporting(opts: RunOptions) -> dict[str, Any]:
     return {"callbacks": [TrialEvents()], "progress_reporter": reporter, "verbose": 0 if opts.quiet else 1}
 
 
-def _run_grid(to_run: list[TrialSpec], sweep: schema.Sweep, opts: RunOptions) -> None:
+def make_tuner(sweep: schema.Sweep, opts: RunOptions, name: str, space: dict[str, Any], **tune_config: Any) -> Any:
+    """The one ``tune.Tuner`` both a grid and a search run: ``space`` joins the param space,
+    ``tune_config`` the ``TuneConfig`` (a search's ``metric`` also the progress table)."""
     from ray import tune
 
-    tune.Tuner(
+    report = reporting(opts)
+    if "metric" in tune_config:
+        report["progress_reporter"].add_metric_column(tune_config["metric"])
+    tune_config.setdefault("max_concurrent_trials", sweep.tune.max_concurrent_trials)
+    return tune.Tuner(
         tune.with_resources(run_trial, resources=placement),
-        param_space={"trial": tune.grid_search([t.to_json() for t in to_run]), "store": opts.store.root,
-                     "runner": opts.runner},
-        tune_config=tune.TuneConfig(
-            reuse_actors=sweep.tune.reuse_actors, max_concurrent_trials=sweep.tune.max_concurrent_trials,
-            trial_name_creator=trial_name, trial_dirname_creator=trial_name),
-        run_config=tune.RunConfig(name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=opts.store.uri(RAY),
-                                  failure_config=tune.FailureConfig(max_failures=opts.max_failures), **reporting(opts)),
-    ).fit()
+        param_space={"store": opts.store.root, "runner": opts.runner, **space},
+        tune_config=tune.TuneConfig(reuse_actors=sweep.tune.reuse_actors, trial_name_creator=trial_name,
+                                    trial_dirname_creator=trial_name, **tune_config),
+        run_config=tune.RunConfig(name=name, storage_path=opts.store.uri(RAY),
+                                  failure_config=tune.FailureConfig(max_failures=opts.max_failures), **report))
 
 
 def run_sweep(sweep: schema.Sweep, trials: list[TrialSpec], opts: RunOptions, *,
@@ -146,7 +149,10 @@ def run_sweep(sweep: schema.Sweep, trials: list[TrialSpec], opts: RunOptions, *,
             log.info("%s", plan_line)
             log.info("%s", info.describe())
             if sweep.search is None:
-                _run_grid(to_run, sweep, opts)
+                from ray import tune
+
+                space = {"trial": tune.grid_search([t.to_json() for t in to_run])}
+                make_tuner(sweep, opts, f"grid-{time.strftime('%Y%m%d-%H%M%S')}", space).fit()
             for base in to_run if sweep.search is not None else []:
                 if not run_search(base, sweep, opts):
                     incomplete.append(search_group_id(base, sweep.search))
