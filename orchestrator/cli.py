@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import signal
@@ -125,22 +124,17 @@ def _failure_summary(statuses: list, limit: int = 20) -> str:
     from .status import failure_lines
 
     lines = []
-    for s in statuses:
-        if s.state == "failed":
-            lines.append(f"  {s.id}  [failed{', permanent' if s.permanent else ''}] {s.error or ''}")
-            lines += failure_lines(dataclasses.replace(s, stderr_tail=s.stderr_tail[-8:]), "      ")
-    for state, meaning in (
-        ("stopped", "stopped before they finished (interrupted or stopped early); they resume from their last "
-                    "finished task"),
-        ("interrupted", "their process ended before they finished; they resume from their last finished task"),
-        ("running", "still running elsewhere (another orchestrator's Ray?)"),
-        ("pending", "not started"),
-    ):
-        group = [s.id for s in statuses if s.state == state]
-        if not group:
-            continue
-        shown = ", ".join(group[:limit]) + (f", ... and {len(group) - limit} more" if len(group) > limit else "")
-        lines.append(f"  {len(group)} {meaning}: {shown}")
+    for s in (s for s in statuses if s.state == "failed"):
+        lines.append(f"  {s.id}  [failed{', permanent' if s.permanent else ''}] {s.error or ''}")
+        lines += failure_lines(s, "      ", tail=8)
+    resume = "they resume from their last finished task"
+    for state, meaning in {"stopped": f"stopped before they finished (interrupted or stopped early); {resume}",
+                           "interrupted": f"their process ended before they finished; {resume}",
+                           "running": "still running elsewhere (another orchestrator's Ray?)",
+                           "pending": "not started"}.items():
+        if group := [s.id for s in statuses if s.state == state]:
+            more = f", ... and {len(group) - limit} more" if len(group) > limit else ""
+            lines.append(f"  {len(group)} {meaning}: {', '.join(group[:limit])}{more}")
     return "\n".join(lines)
 
 
@@ -189,14 +183,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from .lock import ResultsLock
     from .tune_runner import RunOptions, run_sweep
-    from .trainable import DEFAULT_RUNNER
 
     previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))  # SIGTERM: as Ctrl-C
     text = open(where).read()
     try:
         with ResultsLock(store, command=" ".join(["python -m orchestrator", *sys.argv[1:]])):
             opts = RunOptions(store=store, where=where, address=args.address, max_failures=args.max_failures,
-                              retry_failed=args.retry_failed, runner=args.runner or DEFAULT_RUNNER,
+                              retry_failed=args.retry_failed, runner=args.runner,
                               resource_check=not args.no_resource_check, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                               only_ids=slice_ids, quiet=args.quiet)
             statuses, incomplete = run_sweep(sweep, trials, opts, sweep_text=text)

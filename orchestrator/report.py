@@ -32,7 +32,7 @@ class ReportOutput:
 
 
 def build_report(store: Store, *, plots: bool | None = None, reference_path: str | None = None) -> ReportOutput:
-    meta = load_sweep_meta(store) or {}
+    meta = load_sweep_meta(store)
     settings = meta.get("report") or {}
     if meta.get("search"):
         return ReportOutput(search_markdown=search_report(store, top_k=int(settings.get("top_k", 5))),

@@ -22,8 +22,8 @@ import pandas as pd
 
 from . import schema
 from .errors import SweepError
-from .status import folder_trials, load_sweep_meta, trial_status
-from .store import RAY, RESULT_JSON, Store, trial_rel
+from .status import finished_result, folder_trials, load_sweep_meta, trial_status
+from .store import RAY, Store
 from .tables import md_table
 from .trainable import resolve_spec, run_trial
 from .trials import TrialSpec, sampled_trial, search_group_id
@@ -116,8 +116,8 @@ def ranked(store: Store, metric: str, mode: str) -> dict[str, list[dict[str, Any
         if spec.search not in reports:
             summary = store.read_json(f"{spec.search}.json") or {}
             reports[spec.search] = {r["id"]: r for r in summary.get("trials", [])}
-        result = store.read_json(trial_rel(spec.id, RESULT_JSON))
-        done = isinstance(result, dict) and result.get("status") == "finished"
+        result = finished_result(store, spec.id)
+        done = result is not None
         last = reports[spec.search].get(spec.id) or {}
         record = {k: _figure(result, key) if done else last.get("metric") if key == metric else None
                   for k, key in keys.items()}
@@ -134,7 +134,7 @@ def ranked(store: Store, metric: str, mode: str) -> dict[str, list[dict[str, Any
 def search_report(store: Store, *, top_k: int = 5) -> str:
     """``search.md`` / ``search.csv``: per search, the best ``top_k`` samples and all of them,
     validation and test figures side by side; a warning first if it selected on test."""
-    meta = load_sweep_meta(store) or {}
+    meta = load_sweep_meta(store)
     search = meta.get("search") or {}
     metric, mode = search.get("metric", "val_avg_incremental_accuracy"), search.get("mode", "max")
     name = metric.removeprefix("val_")

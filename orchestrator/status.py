@@ -40,13 +40,14 @@ class TrialStatus:
         return self.spec.id
 
 
-def load_sweep_meta(store: Store) -> dict[str, Any] | None:
+def load_sweep_meta(store: Store) -> dict[str, Any]:
+    """``sweep.json``, or ``{}`` where no run wrote one (a folder of trials only)."""
     meta = store.read_json(SWEEP_JSON)
-    return meta if isinstance(meta, dict) else None
+    return meta if isinstance(meta, dict) else {}
 
 
 def sweep_trials(store: Store) -> list[TrialSpec]:
-    return [TrialSpec.from_json(t) for t in (load_sweep_meta(store) or {}).get("trials", [])]
+    return [TrialSpec.from_json(t) for t in load_sweep_meta(store).get("trials", [])]
 
 
 def folder_trials(store: Store) -> list[TrialSpec]:
@@ -55,9 +56,14 @@ def folder_trials(store: Store) -> list[TrialSpec]:
     return [TrialSpec.from_json(d) for d in found if isinstance(d, dict) and isinstance(d.get("config"), dict)]
 
 
-def is_finished(store: Store, tid: str) -> bool:
+def finished_result(store: Store, tid: str) -> dict[str, Any] | None:
+    """The trial's ``result.json`` once it finished, else ``None`` (the one test of "done")."""
     result = store.read_json(trial_rel(tid, RESULT_JSON))
-    return isinstance(result, dict) and result.get("status") == "finished"
+    return result if isinstance(result, dict) and result.get("status") == "finished" else None
+
+
+def is_finished(store: Store, tid: str) -> bool:
+    return finished_result(store, tid) is not None
 
 
 def finished_ids(store: Store) -> set[str]:
@@ -97,7 +103,7 @@ def trial_status(store: Store, spec: TrialSpec, *, in_sweep: bool = True, tail_l
 def collect(store: Store, *, tail_lines: int = 0, include_extra: bool = True) -> list[TrialStatus]:
     """The sweep's trials (``sweep.json``), then any other trial folder (search trials,
     trials of an earlier version of the sweep)."""
-    searching = bool((load_sweep_meta(store) or {}).get("search"))
+    searching = bool(load_sweep_meta(store).get("search"))
     alive = bool(lock_holder_alive(read_lock(store)))
     specs = [] if searching else sweep_trials(store)  # a search runs samples, not its base trials
     known = {s.id for s in specs}
@@ -109,15 +115,15 @@ def collect(store: Store, *, tail_lines: int = 0, include_extra: bool = True) ->
     return out
 
 
-def failure_lines(s: TrialStatus, indent: str = "    ") -> list[str]:
-    """A failed trial's config and the last lines of its stderr."""
+def failure_lines(s: TrialStatus, indent: str = "    ", tail: int | None = None) -> list[str]:
+    """A failed trial's config and the last ``tail`` lines of its stderr (default: those read)."""
     config = " ".join(f"{k}={v}" for k, v in s.spec.config.items() if k != "out")
-    return [f"{indent}config: {config}"] + [f"{indent}| {line}" for line in s.stderr_tail]
+    return [f"{indent}config: {config}"] + [f"{indent}| {line}" for line in s.stderr_tail[-(tail or 0):]]
 
 
 def format_status(store: Store, statuses: list[TrialStatus], *, show_all: bool = True) -> str:
     """A table of trials, a summary line, who holds the lock, then each failure's tail."""
-    meta = load_sweep_meta(store) or {}
+    meta = load_sweep_meta(store)
     lines = [f"results: {store.root}" + (f"  (sweep {meta['name']}, file {meta.get('sweep_file')})" if meta else "")]
     lock = read_lock(store)
     if lock:

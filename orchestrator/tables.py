@@ -20,19 +20,13 @@ from typing import Any
 
 import pandas as pd
 
-from .status import folder_trials, sweep_trials
-from .store import RESULT_JSON, Store, trial_rel
+from .status import finished_result, folder_trials, sweep_trials
+from .store import Store
 from .trials import TrialSpec
 
 REFERENCE = Path(__file__).with_name("paper_results.csv")
 CELL = ["dataset", "scenario", "initial_classes", "total_tasks"]
-METRIC_LABELS = {
-    "avg_incremental_accuracy": "average incremental accuracy",
-    "last_accuracy": "last accuracy",
-    "avg_incremental_accuracy_seen": "average incremental accuracy over seen images",
-    "forgetting": "forgetting",
-}
-TITLES = {  # metric -> (heading, explanation)
+TITLES = {  # metric -> (heading, explanation); its label in the csv: the heading before " ("
     "avg_incremental_accuracy": ("Average incremental accuracy (%)", "The paper's headline number: after each task, "
                                  "the mean accuracy over the tasks seen so far (each task weighted equally); then the "
                                  "mean of those over all steps, the first included."),
@@ -46,6 +40,10 @@ TITLES = {  # metric -> (heading, explanation)
                    "accuracy to its final accuracy."),
 }
 LOWER_IS_BETTER = {"forgetting"}
+
+
+def label(metric: str) -> str:
+    return TITLES[metric][0].split(" (")[0].lower()
 
 
 def load_reference(path: str | Path | None = None) -> pd.DataFrame:
@@ -70,15 +68,12 @@ def spec_frame(specs: list[TrialSpec]) -> pd.DataFrame:
 
 def load_results(store: Store, specs: list[TrialSpec]) -> pd.DataFrame:
     """One row per finished trial of ``specs`` (a trial listed under two rows counts for both)."""
-    found = {}
-    for tid in dict.fromkeys(s.id for s in specs):
-        r = store.read_json(trial_rel(tid, RESULT_JSON))
-        if isinstance(r, dict) and r.get("status") == "finished":
-            found[tid] = {**{m: float(r[m]) if isinstance(r.get(m), (int, float)) else math.nan for m in METRIC_LABELS},
-                          "acc_seen": list(r.get("acc_seen") or []), "shot_acc": dict(r.get("shot_acc") or {}),
-                          "shot_counts": dict(r.get("shot_counts") or {}),
-                          "task_classes": [len(t) for t in r.get("task_classes") or []]}
-    columns = [*METRIC_LABELS, "acc_seen", "shot_acc", "shot_counts", "task_classes"]
+    found = {tid: r for tid in dict.fromkeys(s.id for s in specs) if (r := finished_result(store, tid))}
+    found = {tid: {**{m: float(r[m]) if isinstance(r.get(m), (int, float)) else math.nan for m in TITLES},
+                   "acc_seen": list(r.get("acc_seen") or []), "shot_acc": dict(r.get("shot_acc") or {}),
+                   "shot_counts": dict(r.get("shot_counts") or {}),
+                   "task_classes": [len(t) for t in r.get("task_classes") or []]} for tid, r in found.items()}
+    columns = [*TITLES, "acc_seen", "shot_acc", "shot_counts", "task_classes"]
     metrics = pd.DataFrame.from_dict(found, orient="index", columns=columns)
     return spec_frame(specs).join(metrics, on="id", how="inner").reset_index(drop=True)
 
@@ -168,16 +163,13 @@ def build_tables(results: pd.DataFrame, specs: list[TrialSpec], ref: pd.DataFram
             # a variant (an option changed) is not what the paper measured
             refs = refs_of.get((*col, c.row, metric), none) if paper and approach_of[c.row] == c.row else none
             cells[(c.row, col)] = (_md_cell(c, refs, paper), _tex_cell(c, refs, paper))
-            record = {"table": metric, "metric_label": METRIC_LABELS[metric], **dict(zip(CELL, col)),
-                      "split": split_label(*col[2:]), "approach": c.row, "seeds_finished": c.n,
-                      "seeds_asked": c.n_asked,
-                      "mean": None if c.n == 0 else round(c.mean, 4), "std": None if c.n < 2 else round(c.std, 4),
-                      "best": c.best, "paper_value": None, "paper_diff": None, "rerun_value": None, "rerun_diff": None}
-            for r in refs.itertuples():
-                prefix = "rerun" if r.rerun else "paper"
-                record[f"{prefix}_value"] = r.value
-                record[f"{prefix}_diff"] = None if c.n == 0 else round(c.mean - r.value, 4)
-            records.append(record)
+            published = {f"{'rerun' if r.rerun else 'paper'}_{key}": value for r in refs.itertuples() for key, value
+                         in (("value", r.value), ("diff", None if c.n == 0 else round(c.mean - r.value, 4)))}
+            records.append({"table": metric, "metric_label": label(metric), **dict(zip(CELL, col)),
+                            "split": split_label(*col[2:]), "approach": c.row, "seeds_finished": c.n,
+                            "seeds_asked": c.n_asked, "mean": None if c.n == 0 else round(c.mean, 4),
+                            "std": None if c.n < 2 else round(c.std, 4), "best": c.best, "paper_value": None,
+                            "paper_diff": None, "rerun_value": None, "rerun_diff": None, **published})
         for dataset in dict.fromkeys(col[0] for col in cols):
             dcols = [col for col in cols if col[0] == dataset]
             drows = [r for r in rows if any((r, col) in cells for col in dcols)]
@@ -199,7 +191,7 @@ def build_tables(results: pd.DataFrame, specs: list[TrialSpec], ref: pd.DataFram
                "enforces (`orchestrator/paper_results.csv`).", ""]
         md += md_table(["data set", "scenario", "split", "approach", "compared metric", "published as", "published",
                         "ours", "Δ", "tolerance", "verdict"],
-                       [[c["dataset"], c["scenario"], c["split"], c["approach"], METRIC_LABELS[c["compares_to"]],
+                       [[c["dataset"], c["scenario"], c["split"], c["approach"], label(c["compares_to"]),
                          c["published_as"], f"{c['published']:.2f}",
                          fmt(c["ours"]) + ("" if c["n"] in (0, c["n_asked"]) else f" ({c['n']}/{c['n_asked']})"),
                          "-" if c["diff"] is None else _signed(c["diff"]), fmt(c["tolerance"], 1), c["verdict"]]
@@ -213,12 +205,10 @@ def build_tables(results: pd.DataFrame, specs: list[TrialSpec], ref: pd.DataFram
 def check_against_paper(results: pd.DataFrame, specs: list[TrialSpec], ref: pd.DataFrame) -> list[dict[str, Any]]:
     """One record per published number of this sweep's cells (or naming its approach and data set), with our
     value and a verdict: ``ok``, ``OUTSIDE``, ``not finished``, ``no tolerance`` (split not recovered)."""
-    rows, cols = layout(specs)
     stats = {m: cell_stats(results, specs, m) for m in set(ref["compares_to"])}
-    approaches = {s.approach for s in specs}
-    out = []
+    datasets, approaches, out = {s.dataset for s in specs}, {s.approach for s in specs}, []
     for r in ref.itertuples():
-        if r.dataset not in {c[0] for c in cols} or r.approach not in approaches:
+        if r.dataset not in datasets or r.approach not in approaches:
             continue
         recovered = not math.isnan(r.initial_classes)
         record = {"dataset": r.dataset, "scenario": r.scenario, "approach": r.approach, "compares_to": r.compares_to,

@@ -37,6 +37,9 @@ REPORT_COUNTERS = ("trial_id", "task", "num_tasks", "restored", "final")
 class PermanentTrialFailure(RuntimeError):
     """Raised for a trial that failed permanently (see ``failed.json``): not worth retrying."""
 
+    def __init__(self, tid: str, record: dict[str, Any]) -> None:
+        super().__init__(f"trial {tid} failed permanently ({record.get('kind')}): {record.get('error')}")
+
 
 class TrialFolder:
     """``trials/<id>/``: the store's folder itself, or (URI store) a scratch copy synced to it."""
@@ -122,15 +125,7 @@ def resolve_spec(config: dict[str, Any]) -> TrialSpec:
     return sampled_trial(spec, params, config.get("search")) if params else spec
 
 
-def _node_id() -> str | None:
-    with contextlib.suppress(Exception):
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
-    return None
-
-
-def _report(metrics: dict[str, Any]) -> None:
+def _ray_report(metrics: dict[str, Any]) -> None:
     from ray import tune
 
     tune.report(metrics)
@@ -140,7 +135,7 @@ def run_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable (see the module docstring)."""
     spec = resolve_spec(config)
     folder = TrialFolder(Store(config["store"]), spec.id)
-    send = config.get("_report") or _report  # tests call run_trial outside Ray with a list.append
+    send = config.get("_report") or _ray_report  # tests call run_trial outside Ray with a list.append
     validation_only = bool(config.get("search")) and not config.get("test_selection")
 
     def report(metrics: dict[str, Any]) -> None:
@@ -148,8 +143,7 @@ def run_trial(config: dict[str, Any]) -> None:
 
     failed = folder.read_json(FAILED_JSON)
     if isinstance(failed, dict) and failed.get("permanent"):
-        raise PermanentTrialFailure(f"trial {spec.id} failed permanently ({failed.get('kind')}): "
-                                    f"{failed.get('error')}")
+        raise PermanentTrialFailure(spec.id, failed)
     finished = folder.read_json(RESULT_JSON)
     if isinstance(finished, dict) and finished.get("status") == "finished":
         folder.sync(done=True)  # a scratch copy may be ahead of the store
@@ -159,7 +153,12 @@ def run_trial(config: dict[str, Any]) -> None:
     atomic_write_json(folder.dir / TRIAL_JSON, spec.to_json())
     attempts = folder.dir / ATTEMPTS
     attempt = (attempts.read_text().count('"event": "start"') if attempts.exists() else 0) + 1
-    folder.log_attempt(event="start", attempt=attempt, host=socket.gethostname(), pid=os.getpid(), node_id=_node_id(),
+    node_id = None
+    with contextlib.suppress(Exception):  # outside Ray (tests) there is no node
+        import ray
+
+        node_id = ray.get_runtime_context().get_node_id()
+    folder.log_attempt(event="start", attempt=attempt, host=socket.gethostname(), pid=os.getpid(), node_id=node_id,
                        CUDA_VISIBLE_DEVICES=os.environ.get("CUDA_VISIBLE_DEVICES"))
     run_config = {**spec.config, "out": str(folder.dir)}
     if float(spec.resources.get("gpu", 0) or 0) <= 0 and run_config.get("device") == "auto":
@@ -188,8 +187,7 @@ def run_trial(config: dict[str, Any]) -> None:
         atomic_write_json(folder.dir / FAILED_JSON, record)
         outcome = f"failed:{record['kind']}"
         if record["permanent"]:
-            raise PermanentTrialFailure(f"trial {spec.id} failed permanently ({record['kind']}): "
-                                        f"{record['error']}") from exc
+            raise PermanentTrialFailure(spec.id, record) from exc
         raise
     finally:
         folder.log_attempt(event="end", attempt=attempt, outcome=outcome)

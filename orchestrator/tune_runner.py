@@ -21,7 +21,7 @@ from . import cluster, schema
 from .status import TrialStatus, collect, is_finished
 from .store import FAILED_JSON, RAY, SWEEP_JSON, Store, trial_rel
 from .trials import TrialSpec, search_group_id
-from .trainable import DEFAULT_RUNNER, resolve_spec, run_trial
+from .trainable import resolve_spec, run_trial
 
 log = logging.getLogger("orchestrator")
 
@@ -33,7 +33,7 @@ class RunOptions:
     address: str | None = None
     max_failures: int = 2
     retry_failed: bool = False
-    runner: str = DEFAULT_RUNNER
+    runner: str | None = None  # MODULE:FUNCTION replacing the trainable's DEFAULT_RUNNER (tests)
     resource_check: bool = True
     num_cpus: int | None = None
     num_gpus: int | None = None
