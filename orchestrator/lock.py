@@ -41,10 +41,8 @@ def lock_holder_alive(info: dict[str, Any] | None) -> bool | None:
         return None
     try:
         os.kill(int(info["pid"]), 0)
-    except PermissionError:
-        return True
-    except OSError:
-        return False
+    except OSError as exc:
+        return isinstance(exc, PermissionError)  # alive, but another user's
     return True
 
 

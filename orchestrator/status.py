@@ -126,11 +126,9 @@ def format_status(store: Store, statuses: list[TrialStatus], *, show_all: bool =
     meta = load_sweep_meta(store)
     lines = [f"results: {store.root}" + (f"  (sweep {meta['name']}, file {meta.get('sweep_file')})" if meta else "")]
     lock = read_lock(store)
-    if lock:
-        state = {True: "running", False: "not running (stale lock)", None: "on another host"}[lock_holder_alive(lock)]
-        lines.append(f"orchestrator: pid {lock.get('pid')} on {lock.get('host')}: {state}")
-    else:
-        lines.append("orchestrator: none running")
+    state = {True: "running", False: "not running (stale lock)", None: "on another host"}[lock_holder_alive(lock)]
+    lines.append(f"orchestrator: pid {lock.get('pid')} on {lock.get('host')}: {state}" if lock else
+                 "orchestrator: none running")
     extra = [s for s in statuses if not s.in_sweep]
     c = Counter(s.state for s in statuses if s.in_sweep)
     lines.append(
@@ -147,12 +145,10 @@ def format_status(store: Store, statuses: list[TrialStatus], *, show_all: bool =
     if rows:
         lines += ["", f"{'trial':<{width}}  {'state':<11}  {'task':>7}  {'tries':>5}  note"]
     for s in rows:
-        note = ""
-        if s.state == "failed":
-            note = f"{'permanent ' if s.permanent else ''}{s.failure_kind or ''}: {s.error or ''}"
-        note = f"on {s.host}" if s.state == "running" and s.host else note
-        if not s.in_sweep:
-            note = (note + " " if note else "") + ("[search]" if s.spec.search else "[not in sweep.json]")
+        notes = [f"{'permanent ' if s.permanent else ''}{s.failure_kind or ''}: {s.error or ''}"
+                 if s.state == "failed" else f"on {s.host}" if s.state == "running" and s.host else ""]
+        notes += [] if s.in_sweep else ["[search]" if s.spec.search else "[not in sweep.json]"]
+        note = " ".join(filter(None, notes))
         task = "-" if s.task is None else f"{int(s.task) + 1}/{s.num_tasks}"
         task = f"{s.num_tasks}/{s.num_tasks}" if s.state == "done" else task
         lines.append(f"{s.id:<{width}}  {s.state:<11}  {task:>7}  {s.attempts:>5}  {note}".rstrip())

@@ -16,15 +16,10 @@ from typing import Any
 from pyarrow import fs as pafs
 
 from cil_core.atomic_io import atomic_write_bytes
-from cil_core.atomic_io import atomic_write_json as atomic_write_json_
 
 SWEEP_JSON, LOCK, TRIALS, RAY, PLOTS = "sweep.json", ".orchestrator.lock", "trials", "ray", "plots"
 TRIAL_JSON, ATTEMPTS, FAILED_JSON, RESULT_JSON = "trial.json", "attempts.jsonl", "failed.json", "result.json"
 STDOUT, STDERR = "stdout.log", "stderr.log"
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_json_(path, obj, default=str)
 
 
 def trial_rel(trial_id: str, name: str = "") -> str:

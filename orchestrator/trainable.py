@@ -26,7 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .store import ATTEMPTS, FAILED_JSON, RESULT_JSON, STDERR, STDOUT, TRIAL_JSON, Store, atomic_write_json, trial_rel
+from .store import ATTEMPTS, FAILED_JSON, RESULT_JSON, STDERR, STDOUT, TRIAL_JSON, Store, trial_rel
 from .trials import TrialSpec, sampled_trial
 
 DEFAULT_RUNNER = "cil_core:run_experiment"
@@ -42,7 +42,8 @@ class PermanentTrialFailure(RuntimeError):
 
 
 class TrialFolder:
-    """``trials/<id>/``: the store's folder itself, or (URI store) a scratch copy synced to it."""
+    """``trials/<id>/``: the store's folder itself, or (URI store) a scratch copy synced to it;
+    ``files``: that folder as a local store (what the trial reads and writes)."""
 
     def __init__(self, store: Store, tid: str) -> None:
         self.store, self.id, self._synced = store, tid, {}
@@ -53,19 +54,14 @@ class TrialFolder:
             self.dir = Path(scratch) / tid
             store.download_dir(trial_rel(tid), self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-
-    def read_json(self, name: str) -> Any:
-        try:
-            return json.loads((self.dir / name).read_text())
-        except (FileNotFoundError, ValueError):
-            return None
+        self.files = Store(self.dir)
 
     def log_attempt(self, **event: Any) -> None:
         with open(self.dir / ATTEMPTS, "a") as fh:
             fh.write(json.dumps({**event, "time": time.time()}, default=str) + "\n")
 
     def remove(self, name: str) -> None:
-        (self.dir / name).unlink(missing_ok=True)
+        self.files.delete(name)
         if not self.store.is_local:
             self.store.delete(trial_rel(self.id, name))
 
@@ -141,16 +137,16 @@ def run_trial(config: dict[str, Any]) -> None:
     def report(metrics: dict[str, Any]) -> None:
         send(tune_metrics(metrics, validation_only=validation_only))
 
-    failed = folder.read_json(FAILED_JSON)
+    failed = folder.files.read_json(FAILED_JSON)
     if isinstance(failed, dict) and failed.get("permanent"):
         raise PermanentTrialFailure(spec.id, failed)
-    finished = folder.read_json(RESULT_JSON)
+    finished = folder.files.read_json(RESULT_JSON)
     if isinstance(finished, dict) and finished.get("status") == "finished":
         folder.sync(done=True)  # a scratch copy may be ahead of the store
         report({"trial_id": spec.id, **final_metrics(finished), "restored": True})
         return
 
-    atomic_write_json(folder.dir / TRIAL_JSON, spec.to_json())
+    folder.files.write_json(TRIAL_JSON, spec.to_json())
     attempts = folder.dir / ATTEMPTS
     attempt = (attempts.read_text().count('"event": "start"') if attempts.exists() else 0) + 1
     node_id = None
@@ -184,7 +180,7 @@ def run_trial(config: dict[str, Any]) -> None:
         record = {"kind": kinds[0] if kinds else "error", "permanent": bool(kinds), "attempt": attempt,
                   "error": f"{type(exc).__name__}: {exc}".strip(), "time": time.time(), "task": done_task["task"],
                   "traceback": traceback.format_exc().splitlines()[-40:]}  # task: the last finished one
-        atomic_write_json(folder.dir / FAILED_JSON, record)
+        folder.files.write_json(FAILED_JSON, record)
         outcome = f"failed:{record['kind']}"
         if record["permanent"]:
             raise PermanentTrialFailure(spec.id, record) from exc
