@@ -85,8 +85,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
         except (ConnectionError, RuntimeError, ValueError) as exc:
             problem = f"cannot join a Ray cluster there: {str(exc).splitlines()[0]}"
             raise SweepError("--address", address, problem) from None
-    nodes = [{"node_id": n.get("NodeID"), "ip": n.get("NodeManagerAddress"), "cpu": float(n["Resources"].get("CPU", 0)),
-              "gpu": float(n["Resources"].get("GPU", 0))} for n in ray.nodes() if n.get("Alive")]
+    alive = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    nodes = [{"cpu": float(r.get("CPU", 0)), "gpu": float(r.get("GPU", 0))} for r in alive]
     info = ClusterInfo(address, ray.util.get_node_ip_address(), nodes)
     if address is None and info.node_ip not in ("127.0.0.1", "localhost", "::1"):
         log.warning("the embedded Ray uses node address %s, not 127.0.0.1", info.node_ip)

@@ -91,12 +91,9 @@ def parse_resources(text: str | None, where: str = "--resources") -> dict[str, f
     """``gpu=0,cpu=2`` -> ``{"gpu": 0.0, "cpu": 2.0}`` (checked like the sweep's ``resources``)."""
     if not text:
         return {}
-    out: dict[str, Any] = {}
-    for part in text.split(","):
-        if "=" not in part:
-            raise SweepError(where, part, "expected gpu=N,cpu=N")
-        key, value = (s.strip() for s in part.split("=", 1))
-        out[key] = value
+    if bad := [part for part in text.split(",") if "=" not in part]:
+        raise SweepError(where, bad[0], "expected gpu=N,cpu=N")
+    out = dict((s.strip() for s in part.split("=", 1)) for part in text.split(","))
     try:
         model = schema.Resources.model_validate(out)
     except ValidationError as exc:
@@ -105,9 +102,7 @@ def parse_resources(text: str | None, where: str = "--resources") -> dict[str, f
 
 
 def _merge_resources(base: dict[str, float], layer: schema.Resources | Mapping[str, float] | None) -> dict[str, float]:
-    if layer is None:
-        return base
-    values = layer.model_dump() if isinstance(layer, schema.Resources) else layer
+    values = layer.model_dump() if isinstance(layer, schema.Resources) else layer or {}
     return {**base, **{k: float(v) for k, v in values.items() if v is not None}}
 
 

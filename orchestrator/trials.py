@@ -171,9 +171,8 @@ def _missing(where: str, key: str, kind: str, names: Sequence[str], known: Seque
 
 
 def _axis_value(spec: TrialSpec, axis: str) -> str:
-    if axis == "split":
-        return f"{spec.split[0]}/{spec.split[1]}"
-    return spec.variant if axis == "approach" else str(spec.config[axis])
+    """What ``--only`` compares: the split as ``20/5``, the approach as its row name."""
+    return {"split": "{0}/{1}".format(*spec.split), "approach": spec.variant}.get(axis) or str(spec.config[axis])
 
 
 def parse_only(items: Sequence[str]) -> dict[str, set[str]]:
