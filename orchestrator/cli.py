@@ -119,15 +119,11 @@ def format_dry_run(trials: Iterable, sweep: Any, store: Any) -> str:
     return "\n".join(lines)
 
 
-def _failure_summary(statuses: list, limit: int = 20) -> str:
+def _failure_summary(statuses: list[TrialStatus], limit: int = 20) -> str:
     """Failed trials in full (id, config, error, last lines of stderr); the rest by count."""
-    from .status import failure_lines
+    from .status import failure_report
 
-    lines = []
-    for s in (s for s in statuses if s.state == "failed"):
-        lines.append(f"  {s.id}  [failed{', permanent' if s.permanent else ''}] {s.error or ''}")
-        lines += failure_lines(s, "      ", tail=8)
-    resume = "they resume from their last finished task"
+    lines, resume = failure_report(statuses, tail=8), "they resume from their last finished task"
     for state, meaning in {"stopped": f"stopped before they finished (interrupted or stopped early); {resume}",
                            "interrupted": f"their process ended before they finished; {resume}",
                            "running": "still running elsewhere (another orchestrator's Ray?)",
@@ -202,10 +198,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 log.info("wrote %s", ", ".join(store.uri(f) for f in report.files[:4]) + more)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if sweep.search is None:  # trials outside --only are left for later, not failures
-        bad = [s for s in statuses if s.state != "done" and (slice_ids is None or s.spec.id in slice_ids)]
-    else:  # a sample stopped early by the search is not a failure
-        bad = [s for s in statuses if s.state not in ("done", "stopped")]
+    # trials outside --only are left for later, and a sample stopped early by the search is no failure
+    ok = ("done",) if sweep.search is None else ("done", "stopped")
+    bad = [s for s in statuses if s.state not in ok and (sweep.search or slice_ids is None or s.id in slice_ids)]
     if incomplete:
         print(f"\nsearch not finished: {', '.join(incomplete)}; run the same command again to continue it",
               file=sys.stderr)
@@ -222,14 +217,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def finished_line(statuses: list[TrialStatus], slice_ids: set[str] | None) -> str:
     """The closing line of a successful run; with --only it must not claim the whole sweep is done."""
-    stopped = sum(1 for s in statuses if s.state == "stopped")
+    stopped = sum(s.state == "stopped" for s in statuses)
     early = f" ({stopped} stopped early by the search)" if stopped else ""
     if slice_ids is None:
         return f"all {len(statuses)} trials finished{early}"
-    left = sum(1 for s in statuses if s.spec.id not in slice_ids and s.state != "done")
-    line = f"all {len(slice_ids)} trials of the --only slice finished{early}"
-    return line + (f"; {left} of the sweep's {len(statuses)} are left for later" if left else
-                   "; the whole sweep is done")
+    left = sum(s.id not in slice_ids and s.state != "done" for s in statuses)
+    later = f"; {left} of the sweep's {len(statuses)} are left for later" if left else "; the whole sweep is done"
+    return f"all {len(slice_ids)} trials of the --only slice finished{early}{later}"
 
 
 def _results(path: str) -> Any:

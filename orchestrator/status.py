@@ -25,8 +25,7 @@ from .trials import TrialSpec
 class TrialStatus:
     spec: TrialSpec
     state: str
-    task: int | None = None
-    num_tasks: int | None = None
+    task: int | None = None  # the last finished one (0-based)
     attempts: int = 0
     error: str | None = None
     failure_kind: str | None = None
@@ -35,9 +34,7 @@ class TrialStatus:
     in_sweep: bool = True
     stderr_tail: list[str] = field(default_factory=list)
 
-    @property
-    def id(self) -> str:
-        return self.spec.id
+    id = property(lambda self: self.spec.id)
 
 
 def load_sweep_meta(store: Store) -> dict[str, Any]:
@@ -73,7 +70,7 @@ def finished_ids(store: Store) -> set[str]:
 def trial_status(store: Store, spec: TrialSpec, *, in_sweep: bool = True, tail_lines: int = 0,
                  orchestrator_alive: bool | None = None) -> TrialStatus:
     rel = trial_rel(spec.id)
-    status = TrialStatus(spec=spec, state="pending", in_sweep=in_sweep, num_tasks=spec.split[1])
+    status = TrialStatus(spec=spec, state="pending", in_sweep=in_sweep)
     if is_finished(store, spec.id):
         status.state, status.task = "done", spec.split[1] - 1
         return status
@@ -84,8 +81,7 @@ def trial_status(store: Store, spec: TrialSpec, *, in_sweep: bool = True, tail_l
     starts = [e for e in events if e.get("event") == "start"]
     status.attempts, status.host = len(starts), starts[-1].get("host") if starts else None
     names = store.list_dirs(f"{rel}/checkpoints", files=True)
-    tasks = [int(n[5:8]) for n in names if re.fullmatch(r"task_\d{3}\.pt", n)]
-    status.task = max(tasks, default=None)
+    status.task = max((int(n[5:8]) for n in names if re.fullmatch(r"task_\d{3}\.pt", n)), default=None)
     failed = store.read_json(f"{rel}/{FAILED_JSON}")
     if events and events[-1].get("event") == "start":
         if orchestrator_alive is None:
@@ -115,26 +111,29 @@ def collect(store: Store, *, tail_lines: int = 0, include_extra: bool = True) ->
     return out
 
 
-def failure_lines(s: TrialStatus, indent: str = "    ", tail: int | None = None) -> list[str]:
-    """A failed trial's config and the last ``tail`` lines of its stderr (default: those read)."""
-    config = " ".join(f"{k}={v}" for k, v in s.spec.config.items() if k != "out")
-    return [f"{indent}config: {config}"] + [f"{indent}| {line}" for line in s.stderr_tail[-(tail or 0):]]
+def failure_report(statuses: list[TrialStatus], tail: int | None = None) -> list[str]:
+    """Each failed trial: its error, config and the last ``tail`` lines of its stderr (default: those read)."""
+    lines = []
+    for s in (s for s in statuses if s.state == "failed"):
+        config = " ".join(f"{k}={v}" for k, v in s.spec.config.items() if k != "out")
+        lines += ["", f"--- {s.id} failed ({'permanent, ' if s.permanent else ''}{s.failure_kind}): {s.error}",
+                  f"    config: {config}", *(f"    | {line}" for line in s.stderr_tail[-(tail or 0):])]
+    return lines
 
 
 def format_status(store: Store, statuses: list[TrialStatus], *, show_all: bool = True) -> str:
     """A table of trials, a summary line, who holds the lock, then each failure's tail."""
-    meta = load_sweep_meta(store)
+    meta, lock = load_sweep_meta(store), read_lock(store)
     lines = [f"results: {store.root}" + (f"  (sweep {meta['name']}, file {meta.get('sweep_file')})" if meta else "")]
-    lock = read_lock(store)
     state = {True: "running", False: "not running (stale lock)", None: "on another host"}[lock_holder_alive(lock)]
     lines.append(f"orchestrator: pid {lock.get('pid')} on {lock.get('host')}: {state}" if lock else
                  "orchestrator: none running")
-    extra = [s for s in statuses if not s.in_sweep]
+    extra = sum(not s.in_sweep for s in statuses)
     c = Counter(s.state for s in statuses if s.in_sweep)
     lines.append(
-        f"{len(statuses) - len(extra)} trials: {c['done']} done, {c['running']} running, {c['pending']} pending, "
+        f"{len(statuses) - extra} trials: {c['done']} done, {c['running']} running, {c['pending']} pending, "
         f"{c['stopped']} {'stopped early' if meta.get('search') else 'stopped'}, {c['interrupted']} interrupted, "
-        f"{c['failed']} failed" + (f"; {len(extra)} other trial folders (other searches, earlier versions of the sweep)"
+        f"{c['failed']} failed" + (f"; {extra} other trial folders (other searches, earlier versions of the sweep)"
                                    if extra else "")
     )
     if c["stopped"] + c["interrupted"] and not meta.get("search"):
@@ -148,12 +147,7 @@ def format_status(store: Store, statuses: list[TrialStatus], *, show_all: bool =
         notes = [f"{'permanent ' if s.permanent else ''}{s.failure_kind or ''}: {s.error or ''}"
                  if s.state == "failed" else f"on {s.host}" if s.state == "running" and s.host else ""]
         notes += [] if s.in_sweep else ["[search]" if s.spec.search else "[not in sweep.json]"]
+        task = "-" if s.task is None else f"{int(s.task) + 1}/{s.spec.split[1]}"
         note = " ".join(filter(None, notes))
-        task = "-" if s.task is None else f"{int(s.task) + 1}/{s.num_tasks}"
-        task = f"{s.num_tasks}/{s.num_tasks}" if s.state == "done" else task
         lines.append(f"{s.id:<{width}}  {s.state:<11}  {task:>7}  {s.attempts:>5}  {note}".rstrip())
-    for s in statuses:
-        if s.state == "failed":
-            lines += ["", f"--- {s.id} failed ({'permanent, ' if s.permanent else ''}{s.failure_kind}): {s.error}"]
-            lines += failure_lines(s)
-    return "\n".join(lines)
+    return "\n".join(lines + failure_report(statuses))

@@ -108,29 +108,23 @@ def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def _md_cell(c: Any, refs: pd.DataFrame, paper: bool) -> str:
+def _cells(c: Any, refs: pd.DataFrame) -> tuple[str, str]:
+    """One cell in markdown and LaTeX: mean ± std (bold: the column's best), k/n when not every seed
+    finished, then the published numbers (LaTeX: only beside a number of ours)."""
     if c.n == 0:
-        text = f"(0/{c.n_asked})"
+        md, tex = f"(0/{c.n_asked})", "--"
     else:
-        text = fmt(c.mean) + (f" ± {fmt(c.std)}" if c.n >= 2 else "")
-        text = (f"**{text}**" if c.best else text) + (f" ({c.n}/{c.n_asked})" if c.n < c.n_asked else "")
-    if paper and len(refs):
-        notes = [f"{'re-run' if r.rerun else 'paper'} {r.value:.2f}"
-                 + (f", Δ {_signed(c.mean - r.value)}" if c.n else "") for r in refs.itertuples()]
-        text += " [" + "; ".join(notes) + "]"
-    return text
-
-
-def _tex_cell(c: Any, refs: pd.DataFrame, paper: bool) -> str:
-    if c.n == 0:
-        return "--"
-    body = fmt(c.mean) + (f" \\pm {fmt(c.std)}" if c.n >= 2 else "")
-    text = f"$\\mathbf{{{body}}}$" if c.best else f"${body}$"
-    text += f"$^{{{c.n}/{c.n_asked}}}$" if c.n < c.n_asked else ""
-    if paper and len(refs):
-        text += " {\\scriptsize(" + "; ".join(f"{'r ' if r.rerun else ''}{r.value:.2f}" for r in refs.itertuples())
-        text += ")}"
-    return text
+        md = fmt(c.mean) + (f" ± {fmt(c.std)}" if c.n >= 2 else "")
+        md, tex = (f"**{md}**", f"$\\mathbf{{{md}}}$") if c.best else (md, f"${md}$")
+        if c.n < c.n_asked:
+            md, tex = f"{md} ({c.n}/{c.n_asked})", f"{tex}$^{{{c.n}/{c.n_asked}}}$"
+        if len(refs):
+            tex += " {\\scriptsize(" + "; ".join(f"{'r ' if r.rerun else ''}{r.value:.2f}" for r in refs.itertuples())
+            tex += ")}"
+    if len(refs):
+        md += " [" + "; ".join(f"{'re-run' if r.rerun else 'paper'} {r.value:.2f}"
+                               + (f", Δ {_signed(c.mean - r.value)}" if c.n else "") for r in refs.itertuples()) + "]"
+    return md, tex.replace(" ± ", " \\pm ")
 
 
 def _tex(text: str) -> str:
@@ -162,7 +156,7 @@ def build_tables(results: pd.DataFrame, specs: list[TrialSpec], ref: pd.DataFram
             col = (c.dataset, c.scenario, c.initial_classes, c.total_tasks)
             # a variant (an option changed) is not what the paper measured
             refs = refs_of.get((*col, c.row, metric), none) if paper and approach_of[c.row] == c.row else none
-            cells[(c.row, col)] = (_md_cell(c, refs, paper), _tex_cell(c, refs, paper))
+            cells[(c.row, col)] = _cells(c, refs)
             published = {f"{'rerun' if r.rerun else 'paper'}_{key}": value for r in refs.itertuples() for key, value
                          in (("value", r.value), ("diff", None if c.n == 0 else round(c.mean - r.value, 4)))}
             records.append({"table": metric, "metric_label": label(metric), **dict(zip(CELL, col)),
@@ -206,25 +200,19 @@ def check_against_paper(results: pd.DataFrame, specs: list[TrialSpec], ref: pd.D
     """One record per published number of this sweep's cells (or naming its approach and data set), with our
     value and a verdict: ``ok``, ``OUTSIDE``, ``not finished``, ``no tolerance`` (split not recovered)."""
     stats = {m: cell_stats(results, specs, m) for m in set(ref["compares_to"])}
-    datasets, approaches, out = {s.dataset for s in specs}, {s.approach for s in specs}, []
-    for r in ref.itertuples():
-        if r.dataset not in datasets or r.approach not in approaches:
-            continue
-        recovered = not math.isnan(r.initial_classes)
-        record = {"dataset": r.dataset, "scenario": r.scenario, "approach": r.approach, "compares_to": r.compares_to,
-                  "split": split_label(r.initial_classes, r.total_tasks) if recovered else "?",
-                  "published_as": r.metric, "published": r.value, "ours": None, "n": 0, "n_asked": 0, "diff": None,
-                  "tolerance": None if math.isnan(r.tolerance) else r.tolerance, "source": r.source,
-                  "verdict": "no tolerance (split not recovered)"}
-        if recovered:
-            key = (r.approach, r.dataset, r.scenario, int(r.initial_classes), int(r.total_tasks))
-            if key not in stats[r.compares_to].index:
-                continue  # this cell is not part of the sweep
-            c = stats[r.compares_to].loc[key]
-            record.update(n=int(c["n"]), n_asked=int(c["n_asked"]), verdict="not finished")
-            if c["n"]:
-                record.update(ours=c["mean"], diff=c["mean"] - r.value)
-                record["verdict"] = ("no tolerance" if record["tolerance"] is None
-                                     else "ok" if abs(record["diff"]) <= r.tolerance else "OUTSIDE")
-        out.append(record)
+    mine, out = ref["dataset"].isin({s.dataset for s in specs}) & ref["approach"].isin({s.approach for s in specs}), []
+    for r in ref[mine].itertuples():
+        recovered, tolerance = not math.isnan(r.initial_classes), None if math.isnan(r.tolerance) else r.tolerance
+        key = (r.approach, r.dataset, r.scenario, *(int(v) for v in (r.initial_classes, r.total_tasks) if recovered))
+        if recovered and key not in stats[r.compares_to].index:
+            continue  # this cell is not part of the sweep
+        c = stats[r.compares_to].loc[key] if recovered else {"n": 0, "n_asked": 0}
+        n, diff = int(c["n"]), c["mean"] - r.value if c["n"] else None
+        verdict = ("no tolerance (split not recovered)" if not recovered else "not finished" if not n
+                   else "no tolerance" if tolerance is None else "ok" if abs(diff) <= tolerance else "OUTSIDE")
+        out.append({"dataset": r.dataset, "scenario": r.scenario, "approach": r.approach, "compares_to": r.compares_to,
+                    "split": split_label(r.initial_classes, r.total_tasks) if recovered else "?",
+                    "published_as": r.metric, "published": r.value, "ours": c["mean"] if n else None, "n": n,
+                    "n_asked": int(c["n_asked"]), "diff": diff, "tolerance": tolerance, "source": r.source,
+                    "verdict": verdict})
     return out
