@@ -83,14 +83,14 @@ def redirect_output(folder: Path) -> Iterator[None]:
     """File descriptors 1 and 2 (so C code too) and ``cil_core``'s log records to the
     trial's ``stdout.log`` / ``stderr.log`` for the trial's duration."""
     saved, streams = (os.dup(1), os.dup(2)), (sys.stdout, sys.stderr)
-    for fd, name in ((1, STDOUT), (2, STDERR)):
+    for fd, name, stream in ((1, STDOUT, sys.stdout), (2, STDERR, sys.stderr)):
         with contextlib.suppress(Exception):
-            streams[fd - 1].flush()
+            stream.flush()
         target = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(target, fd)
         os.close(target)
-    sys.stdout = open(1, "w", closefd=False, buffering=1)  # Ray or pytest may have replaced them
-    sys.stderr = open(2, "w", closefd=False, buffering=1)
+    # Ray or pytest may have replaced sys.stdout / sys.stderr: write to the descriptors themselves
+    sys.stdout, sys.stderr = (open(fd, "w", closefd=False, buffering=1) for fd in (1, 2))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger, level = logging.getLogger("cil_core"), logging.getLogger("cil_core").level
@@ -121,17 +121,11 @@ def resolve_spec(config: dict[str, Any]) -> TrialSpec:
     return sampled_trial(spec, params, config.get("search")) if params else spec
 
 
-def _ray_report(metrics: dict[str, Any]) -> None:
-    from ray import tune
-
-    tune.report(metrics)
-
-
 def run_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable (see the module docstring)."""
     spec = resolve_spec(config)
     folder = TrialFolder(Store(config["store"]), spec.id)
-    send = config.get("_report") or _ray_report  # tests call run_trial outside Ray with a list.append
+    send = config.get("_report") or import_runner("ray.tune:report")  # tests: outside Ray, with a list.append
     validation_only = bool(config.get("search")) and not config.get("test_selection")
 
     def report(metrics: dict[str, Any]) -> None:
@@ -147,8 +141,7 @@ def run_trial(config: dict[str, Any]) -> None:
         return
 
     folder.files.write_json(TRIAL_JSON, spec.to_json())
-    attempts = folder.dir / ATTEMPTS
-    attempt = (attempts.read_text().count('"event": "start"') if attempts.exists() else 0) + 1
+    attempt = (folder.files.read_text(ATTEMPTS) or "").count('"event": "start"') + 1
     node_id = None
     with contextlib.suppress(Exception):  # outside Ray (tests) there is no node
         import ray
@@ -176,8 +169,8 @@ def run_trial(config: dict[str, Any]) -> None:
             result = import_runner(config.get("runner") or DEFAULT_RUNNER)(run_config, report=on_task)
         outcome = "finished"
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised for Ray
-        kinds = [kind for name, kind in PERMANENT_KINDS.items() if name in {c.__name__ for c in type(exc).__mro__}]
-        record = {"kind": kinds[0] if kinds else "error", "permanent": bool(kinds), "attempt": attempt,
+        kind = next((PERMANENT_KINDS[c.__name__] for c in type(exc).__mro__ if c.__name__ in PERMANENT_KINDS), None)
+        record = {"kind": kind or "error", "permanent": kind is not None, "attempt": attempt,
                   "error": f"{type(exc).__name__}: {exc}".strip(), "time": time.time(), "task": done_task["task"],
                   "traceback": traceback.format_exc().splitlines()[-40:]}  # task: the last finished one
         folder.files.write_json(FAILED_JSON, record)
