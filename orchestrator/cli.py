@@ -8,12 +8,23 @@ import os
 import signal
 import sys
 from collections import deque
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Iterable, Sequence
 
+from cil_core.config import parse_set_items
+from cil_core.errors import UserError
+
+from . import schema
+from .cluster import precheck_address
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FAILED, OrchestratorError, SweepError
-
-if TYPE_CHECKING:
-    from .status import TrialStatus
+from .lock import ResultsLock
+from .report import build_report
+from .search import evaluation
+from .status import TrialStatus, collect, failure_report, finished_ids, format_status
+from .store import Store
+from .sweep import load_sweep, parse_resources
+from .trials import axis_counts, check_sweep, estimate_hours, expand, iter_trials, parse_only, select
+from .tune_runner import RunOptions, run_sweep
 
 log = logging.getLogger("orchestrator")
 
@@ -73,9 +84,6 @@ SAMPLE_ROWS = 20
 def format_dry_run(trials: Iterable, sweep: Any, store: Any) -> str:
     """The trials (all, or the first and last rows of a huge grid), counts per axis and the estimated
     cost; streams ``trials`` once, holding only the sample, the counters and one int per distinct run."""
-    from .status import finished_ids
-    from .trials import axis_counts, estimate_hours
-
     finished, seen, unique, head, tail = finished_ids(store), set(), [], [], deque(maxlen=DRY_RUN_ROWS)
 
     def sampled() -> Iterable:
@@ -121,8 +129,6 @@ def format_dry_run(trials: Iterable, sweep: Any, store: Any) -> str:
 
 def _failure_summary(statuses: list[TrialStatus], limit: int = 20) -> str:
     """Failed trials in full (id, config, error, last lines of stderr); the rest by count."""
-    from .status import failure_report
-
     lines, resume = failure_report(statuses, tail=8), "they resume from their last finished task"
     for state, meaning in {"stopped": f"stopped before they finished (interrupted or stopped early); {resume}",
                            "interrupted": f"their process ended before they finished; {resume}",
@@ -135,14 +141,6 @@ def _failure_summary(statuses: list[TrialStatus], limit: int = 20) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cil_core.config import parse_set_items
-    from cil_core.errors import UserError
-
-    from . import schema
-    from .store import Store
-    from .sweep import load_sweep, parse_resources
-    from .trials import check_sweep, expand, iter_trials, parse_only, select
-
     where = args.sweep
     sweep = load_sweep(where)
     if args.max_failures < 0:
@@ -151,12 +149,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         set_values = schema.check_options(parse_set_items(args.set_items))
     except (UserError, ValueError) as exc:
         raise SweepError("--set", None, str(exc).removeprefix("--set ")) from None
-    resources = parse_resources(args.resources)
-    dropped = check_sweep(sweep, where=where, set_values=set_values)
-    if dropped:
+    if dropped := check_sweep(sweep, where=where, set_values=set_values):
         log.warning("warning: cil_core has no approach %s yet; those trials are left out (skip_missing_approaches)",
                     ", ".join(map(repr, dropped)))
-    kwargs = dict(where=where, set_values=set_values, resources=resources, drop_approaches=dropped)
+    kwargs = dict(where=where, set_values=set_values, resources=parse_resources(args.resources),
+                  drop_approaches=dropped)
     wanted = parse_only(args.only_items)
     store = Store(args.results or f"results/{sweep.name}")
     if args.dry_run and not wanted and not args.evaluate_best:
@@ -165,33 +162,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     trials = expand(sweep, **kwargs)
     best_text = None
     if args.evaluate_best:  # the search's best and default configs x seeds: an ordinary grid
-        from .search import evaluation
-
         sweep, trials, store, best_text = evaluation(sweep, trials, store, where)
     chosen = select(trials, wanted)
     slice_ids = {t.id for t in chosen} if wanted else None  # None: the whole sweep
     if args.dry_run:
         print(format_dry_run(chosen, sweep, store))
         return EXIT_OK
-    from .cluster import precheck_address
-
     precheck_address(args.address or os.environ.get("RAY_ADDRESS") or None)  # a wrong address is bad input
-
-    from .lock import ResultsLock
-    from .tune_runner import RunOptions, run_sweep
-
     previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))  # SIGTERM: as Ctrl-C
-    text = open(where).read()
     try:
         with ResultsLock(store, command=" ".join(["python -m orchestrator", *sys.argv[1:]])):
             opts = RunOptions(store=store, where=where, address=args.address, max_failures=args.max_failures,
                               retry_failed=args.retry_failed, runner=args.runner,
                               resource_check=not args.no_resource_check, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                               only_ids=slice_ids, quiet=args.quiet)
-            statuses, incomplete = run_sweep(sweep, trials, opts, sweep_text=text)
+            statuses, incomplete = run_sweep(sweep, trials, opts, sweep_text=Path(where).read_text())
             if not args.no_report:
-                from .report import build_report
-
                 report = build_report(store)
                 print((best_text + "\n" if best_text else "") + report.text())
                 more = f" and {len(report.files) - 4} more" if len(report.files) > 4 else ""
@@ -227,8 +213,6 @@ def finished_line(statuses: list[TrialStatus], slice_ids: set[str] | None) -> st
 
 
 def _results(path: str) -> Any:
-    from .store import Store
-
     store = Store(path)
     if store.is_local and not store.local().is_dir():
         raise OrchestratorError(f"{path}: no such results directory")
@@ -236,16 +220,12 @@ def _results(path: str) -> Any:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import collect, format_status
-
     store = _results(args.results)
     print(format_status(store, collect(store, tail_lines=args.tail), show_all=not args.pending))
     return EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_report
-
     store = _results(args.results)
     report = build_report(store, plots=False if args.no_plots else None, reference_path=args.reference)
     print(report.text())

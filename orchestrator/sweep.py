@@ -23,8 +23,10 @@ from .errors import SweepError
 
 @dataclass(frozen=True)
 class Cell:
-    """One grid point: its axes, the options the sweep sets there, what it asks Ray for."""
+    """One grid point: its axes, the options the sweep sets there, what it asks Ray for; cells with
+    the same ``key`` (its axes but the seed, unless an override matches seeds) share those options."""
 
+    key: tuple
     variant: schema.ApproachVariant
     axes: dict[str, Any]
     options: dict[str, Any]
@@ -158,12 +160,11 @@ def cells(sweep: schema.Sweep, *, where: str = "<sweep>", set_values: Mapping[st
             cache[key] = _layers(sweep, variant, axes, base_resources, set_values, resources)
         options, res, hours = cache[key]
         count += 1
-        yield Cell(variant=variant, axes=axes, options=options, resources=res, hours=hours)
+        yield Cell(key=key, variant=variant, axes=axes, options=options, resources=res, hours=hours)
     if not count:
-        key = "exclude" if sweep.exclude else ("grid.approach" if dropped else "grid")
-        reason = "after leaving out approaches cil_core lacks" if dropped else ""
-        reason = "after exclude" if sweep.exclude else reason
-        raise SweepError(where, key, f"the grid expands to 0 trials {reason}".strip())
+        key, reason = (("exclude", " after exclude") if sweep.exclude else ("grid", "") if not dropped
+                       else ("grid.approach", " after leaving out approaches cil_core lacks"))
+        raise SweepError(where, key, f"the grid expands to 0 trials{reason}")
 
 
 def _layers(sweep: schema.Sweep, variant: schema.ApproachVariant, axes: dict[str, Any],

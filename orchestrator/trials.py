@@ -93,19 +93,15 @@ def iter_trials(sweep: schema.Sweep, *, where: str = "<sweep>", set_values: Mapp
                 drop_approaches: Iterable[str] = ()) -> Iterator[TrialSpec]:
     """The sweep's trials, lazily, in grid order; :class:`InvalidTrials` at the end if any
     cell cannot be resolved (iterate to the end before trusting what came out)."""
-    # (id(cell.options), non-seed axes) -> (that dict, resolved or the problem): cells() shares
-    # one options dict among the cells it merged alike, so each config-without-seed resolves once
-    cache: dict[tuple, tuple[dict, Any]] = {}
+    cache: dict[tuple, Any] = {}  # cell key -> resolved or the problem: each config-without-seed resolves once
     problems: dict[str, list[str]] = {}  # message -> the first cells it applies to
     counts: Counter = Counter()
     for cell in cells(sweep, where=where, set_values=set_values, resources=resources, drop_approaches=drop_approaches):
-        a = cell.axes
-        key = (id(cell.options), *(a[k] for k in ("dataset", "scenario", "initial_classes", "total_tasks", "approach")))
-        if key not in cache or cache[key][0] is not cell.options:
+        if cell.key not in cache:
             if len(cache) > 4096:
                 cache.clear()
-            cache[key] = (cell.options, _resolve_cell(cell))
-        found = cache[key][1]
+            cache[cell.key] = _resolve_cell(cell)
+        found, a = cache[cell.key], cell.axes
         if isinstance(found, str):
             counts[found] += 1
             named = problems.setdefault(found, [])
