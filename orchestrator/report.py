@@ -12,9 +12,9 @@ from typing import Any
 
 from .plots import plot_all
 from .search import search_report
-from .status import load_sweep_meta
+from .status import folder_trials, load_sweep_meta, sweep_trials
 from .store import Store
-from .tables import build_tables, load_reference, load_results, report_specs
+from .tables import build_tables, load_reference, load_results
 
 
 @dataclass
@@ -37,7 +37,7 @@ def build_report(store: Store, *, plots: bool | None = None, reference_path: str
     if meta.get("search"):
         return ReportOutput(search_markdown=search_report(store, top_k=int(settings.get("top_k", 5))),
                             files=["search.md", "search.csv"])
-    specs = report_specs(store)
+    specs = sweep_trials(store) or [s for s in folder_trials(store) if not s.search]  # no sweep.json: the folders
     if not specs:
         return ReportOutput()
     results = load_results(store, specs)

@@ -33,12 +33,6 @@ log = logging.getLogger("orchestrator")
 EVALUATE = "evaluate"  # evaluate-best's results folder, inside the search's
 
 
-def _distribution(dist: schema.Distribution) -> Any:
-    from ray import tune
-
-    return tune.choice(list(dist.args)) if dist.kind == "choice" else getattr(tune, dist.kind)(*dist.args)
-
-
 def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
     """Run (or continue) one search; True when all its samples reached an end."""
     import warnings
@@ -71,7 +65,8 @@ def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
         scheduler = None if es is None else ASHAScheduler(
             time_attr="training_iteration", max_t=es.max_t or base.split[1], grace_period=es.grace_period,
             reduction_factor=es.reduction_factor)
-        space = {key: _distribution(dist) for key, dist in search.space.items()}
+        space = {key: tune.choice(dist.args) if dist.kind == "choice" else getattr(tune, dist.kind)(*dist.args)
+                 for key, dist in search.space.items()}
         tuner = make_tuner(  # without test_selection the trials report validation figures only
             sweep, opts, group, {"trial": base.to_json(), "search": group, "params": space,
                                  "test_selection": search.allow_test_selection}, metric=search.metric,

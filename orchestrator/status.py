@@ -59,19 +59,15 @@ def finished_result(store: Store, tid: str) -> dict[str, Any] | None:
     return result if isinstance(result, dict) and result.get("status") == "finished" else None
 
 
-def is_finished(store: Store, tid: str) -> bool:
-    return finished_result(store, tid) is not None
-
-
 def finished_ids(store: Store) -> set[str]:
-    return {tid for tid in store.list_dirs(TRIALS) if is_finished(store, tid)}
+    return {tid for tid in store.list_dirs(TRIALS) if finished_result(store, tid)}
 
 
 def trial_status(store: Store, spec: TrialSpec, *, in_sweep: bool = True, tail_lines: int = 0,
                  orchestrator_alive: bool | None = None) -> TrialStatus:
     rel = trial_rel(spec.id)
     status = TrialStatus(spec=spec, state="pending", in_sweep=in_sweep)
-    if is_finished(store, spec.id):
+    if finished_result(store, spec.id):
         status.state, status.task = "done", spec.split[1] - 1
         return status
     events = []

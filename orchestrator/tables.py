@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from .status import finished_result, folder_trials, sweep_trials
+from .status import finished_result
 from .store import Store
 from .trials import TrialSpec
 
@@ -50,11 +50,6 @@ def load_reference(path: str | Path | None = None) -> pd.DataFrame:
     """The published numbers; ``rerun``: another paper's re-run of the method."""
     ref = pd.read_csv(path or REFERENCE, dtype={"source": str})
     return ref.assign(rerun=ref["metric"].str.endswith("_rerun"))
-
-
-def report_specs(store: Store) -> list[TrialSpec]:
-    """``sweep.json``'s trials; without one, every trial folder that is not part of a search."""
-    return sweep_trials(store) or [s for s in folder_trials(store) if not s.search]
 
 
 def split_label(initial: int, tasks: int) -> str:

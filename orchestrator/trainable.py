@@ -60,11 +60,6 @@ class TrialFolder:
         with open(self.dir / ATTEMPTS, "a") as fh:
             fh.write(json.dumps({**event, "time": time.time()}, default=str) + "\n")
 
-    def remove(self, name: str) -> None:
-        self.files.delete(name)
-        if not self.store.is_local:
-            self.store.delete(trial_rel(self.id, name))
-
     def sync(self, *, done: bool = False) -> None:
         """URI store: copy what changed since the last sync; ``done``: then drop the scratch copy."""
         if self.store.is_local:
@@ -181,7 +176,7 @@ def run_trial(config: dict[str, Any]) -> None:
     finally:
         folder.log_attempt(event="end", attempt=attempt, outcome=outcome)
         folder.sync(done=outcome == "finished")
-    folder.remove(FAILED_JSON)
+    folder.store.delete(trial_rel(spec.id, FAILED_JSON))  # an earlier attempt's (the scratch copy is gone)
     report({"trial_id": spec.id, **final_metrics(result), "restored": False})
 
 
