@@ -40,14 +40,12 @@ def _run_parser() -> argparse.ArgumentParser:
     add("--dry-run", action="store_true", help="list the trials, counts per axis and estimated GPU hours; run nothing")
     add("--results", metavar="DIR", help="results directory or URI every node reaches (default results/<sweep name>/)")
     add("--address", metavar="ADDR", help="a Ray cluster: 'auto' or HOST:PORT (default $RAY_ADDRESS, else embedded)")
-    add("--max-failures", type=int, default=2, metavar="N",
-        help="retries of a failed trial in this run (default 2), each from its last finished task")
+    add("--max-failures", type=int, default=2, metavar="N", help="retries of a failed trial in this run (default 2)")
     add("--retry-failed", action="store_true", help="also rerun trials that failed permanently in an earlier run")
     add("--set", dest="set_items", action="append", default=[], metavar="KEY=VALUE",
         help="a training option for every trial, e.g. epochs=2 (repeatable)")
     add("--only", dest="only_items", action="append", default=[], metavar="AXIS=V1,V2",
-        help="run only these axis values (dataset, scenario, split as 20/5, approach, seed; repeatable); "
-        "the tables still cover the whole sweep")
+        help="run only these values of an axis (dataset, scenario, split as 20/5, approach, seed); repeatable")
     add("--resources", metavar="gpu=N,cpu=N", help="override every trial's resource request")
     add("--num-cpus", type=int, help="embedded Ray only: CPUs it may use (default: all)")
     add("--num-gpus", type=int, help="embedded Ray only: GPUs it may use (default: all)")
@@ -70,8 +68,7 @@ def _results_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--pending", action="store_true", help="list only trials that are not done")
         p.add_argument("--tail", type=int, default=10, help="lines of stderr shown per failed trial (default 10)")
     else:
-        p.add_argument("--check", action="store_true",
-                       help="exit 1 when a finished cell is outside its tolerance of the published number")
+        p.add_argument("--check", action="store_true", help="exit 1 if a finished cell is outside its tolerance")
         p.add_argument("--no-plots", action="store_true")
         p.add_argument("--reference", help=argparse.SUPPRESS)  # another paper_results.csv (tests)
     return p
@@ -179,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             statuses, incomplete = run_sweep(sweep, trials, opts, sweep_text=Path(where).read_text())
             if not args.no_report:
                 report = build_report(store)
-                print((best_text + "\n" if best_text else "") + report.text())
+                print((best_text + "\n" if best_text else "") + report.text)
                 more = f" and {len(report.files) - 4} more" if len(report.files) > 4 else ""
                 log.info("wrote %s", ", ".join(store.uri(f) for f in report.files[:4]) + more)
     finally:
@@ -228,8 +225,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     store = _results(args.results)
     report = build_report(store, plots=False if args.no_plots else None, reference_path=args.reference)
-    print(report.text())
-    if report.tables is None and report.search_markdown is None:
+    print(report.text)
+    if not report.files:
         print(f"{args.results}: no trials found", file=sys.stderr)
         return EXIT_TRIALS_FAILED if args.check else EXIT_OK
     if args.check:

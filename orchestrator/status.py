@@ -99,12 +99,9 @@ def collect(store: Store, *, tail_lines: int = 0, include_extra: bool = True) ->
     alive = bool(lock_holder_alive(read_lock(store)))
     specs = [] if searching else sweep_trials(store)  # a search runs samples, not its base trials
     known = {s.id for s in specs}
-    out = [trial_status(store, s, tail_lines=tail_lines, orchestrator_alive=alive) for s in specs]
-    for spec in folder_trials(store) if include_extra else []:
-        if spec.id not in known:
-            out.append(trial_status(store, spec, in_sweep=searching and bool(spec.search), tail_lines=tail_lines,
-                                    orchestrator_alive=alive))
-    return out
+    specs += [s for s in folder_trials(store) if s.id not in known] if include_extra else []
+    return [trial_status(store, s, in_sweep=s.id in known or (searching and bool(s.search)), tail_lines=tail_lines,
+                         orchestrator_alive=alive) for s in specs]
 
 
 def failure_report(statuses: list[TrialStatus], tail: int | None = None) -> list[str]:

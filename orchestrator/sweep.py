@@ -178,11 +178,8 @@ def _layers(sweep: schema.Sweep, variant: schema.ApproachVariant, axes: dict[str
     for layer in filter(None, layers):
         options.update(layer.set)
         res = _merge_resources(res, getattr(layer, "resources", None))
-        if isinstance(layer, schema.DatasetOverride):
-            hours = layer.hours
-        elif isinstance(layer, schema.ApproachOverride):
-            factor *= layer.hours_factor
-        elif getattr(layer, "hours", None) is not None:  # a rule's hours replace the estimate
+        factor *= getattr(layer, "hours_factor", 1.0)
+        if getattr(layer, "hours", None) is not None:  # the data set's estimate, or a rule's that replaces it
             hours, factor = layer.hours, 1.0
     options.update(set_values)
     return options, _merge_resources(res, dict(resources or {})), None if hours is None else hours * factor

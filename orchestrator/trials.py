@@ -160,9 +160,8 @@ def _missing(where: str, key: str, kind: str, names: Sequence[str], known: Seque
             raise SweepError(where, key, f"{name!r}: write it {lower[name.lower()]!r}, as cil_core spells it "
                                          "(ids hash the name)")
     if missing and not allowed:
-        yet = " yet" if kind == "approach" else ""
-        names = ", ".join(map(repr, missing))
-        raise SweepError(where, key, f"cil_core has no {kind} {names}{yet} (it has: {', '.join(known)})")
+        raise SweepError(where, key, f"cil_core has no {kind} {', '.join(map(repr, missing))}"
+                                     f"{' yet' if kind == 'approach' else ''} (it has: {', '.join(known)})")
     return missing
 
 
