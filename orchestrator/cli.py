@@ -28,9 +28,6 @@ from .tune_runner import RunOptions, run_sweep
 
 log = logging.getLogger("orchestrator")
 
-SUBCOMMANDS = ("status", "report")
-
-
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m orchestrator", description=(
         "Expand a sweep file into trials, run them with Ray Tune (here or on a cluster), then build the paper's "
@@ -229,27 +226,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not report.files:
         print(f"{args.results}: no trials found", file=sys.stderr)
         return EXIT_TRIALS_FAILED if args.check else EXIT_OK
-    if args.check:
-        outside = [c for c in report.checks if c["verdict"] == "OUTSIDE"]
-        checked = [c for c in report.checks if c["verdict"] in ("ok", "OUTSIDE")]
-        if outside:
-            print(f"check: {len(outside)} of {len(checked)} finished cells outside their tolerance:", file=sys.stderr)
-            for c in outside:
-                print(f"  {c['dataset']} {c['scenario']} {c['split']} {c['approach']}: {c['compares_to']} ours "
-                      f"{c['ours']:.2f} vs {c['published_as']} {c['published']:.2f} (Δ {c['diff']:+.2f}, tolerance "
-                      f"{c['tolerance']:.1f})", file=sys.stderr)
-            return EXIT_TRIALS_FAILED
-        print(f"check: {len(checked)} finished cells within tolerance of the published numbers", file=sys.stderr)
-    return EXIT_OK
+    if not args.check:
+        return EXIT_OK
+    outside = [c for c in report.checks if c["verdict"] == "OUTSIDE"]
+    checked = sum(c["verdict"] in ("ok", "OUTSIDE") for c in report.checks)
+    print(f"check: {len(outside)} of {checked} finished cells outside their tolerance:" if outside else
+          f"check: {checked} finished cells within tolerance of the published numbers", file=sys.stderr)
+    for c in outside:
+        print(f"  {c['dataset']} {c['scenario']} {c['split']} {c['approach']}: {c['compares_to']} ours {c['ours']:.2f} "
+              f"vs {c['published_as']} {c['published']:.2f} (Δ {c['diff']:+.2f}, tolerance {c['tolerance']:.1f})",
+              file=sys.stderr)
+    return EXIT_TRIALS_FAILED if outside else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "evaluate-best":
         argv = [*argv[1:], "--evaluate-best"]
-    if argv and argv[0] in SUBCOMMANDS:
-        args = _results_parser(argv[0]).parse_args(argv[1:])
-        func, quiet = (cmd_status if argv[0] == "status" else cmd_report), True
+    commands = {"status": cmd_status, "report": cmd_report}  # they read the results folder only
+    if argv and argv[0] in commands:
+        args, func, quiet = _results_parser(argv[0]).parse_args(argv[1:]), commands[argv[0]], True
     else:
         args = _run_parser().parse_args(argv)
         func, quiet = cmd_run, args.quiet

@@ -40,6 +40,7 @@ def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
 
     search = sweep.search
     assert search is not None
@@ -56,11 +57,8 @@ def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
         trainable = tune.with_resources(run_trial, resources=placement)
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        search_alg: Any = BasicVariantGenerator(random_state=search.seed)
-        if search.searcher == "optuna":
-            from ray.tune.search.optuna import OptunaSearch
-
-            search_alg = OptunaSearch(seed=search.seed)
+        search_alg = (OptunaSearch(seed=search.seed) if search.searcher == "optuna"
+                      else BasicVariantGenerator(random_state=search.seed))
         es = search.early_stopping  # ASHA: one time step per finished task
         scheduler = None if es is None else ASHAScheduler(
             time_attr="training_iteration", max_t=es.max_t or base.split[1], grace_period=es.grace_period,

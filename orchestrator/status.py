@@ -121,14 +121,11 @@ def format_status(store: Store, statuses: list[TrialStatus], *, show_all: bool =
     state = {True: "running", False: "not running (stale lock)", None: "on another host"}[lock_holder_alive(lock)]
     lines.append(f"orchestrator: pid {lock.get('pid')} on {lock.get('host')}: {state}" if lock else
                  "orchestrator: none running")
-    extra = sum(not s.in_sweep for s in statuses)
-    c = Counter(s.state for s in statuses if s.in_sweep)
-    lines.append(
-        f"{len(statuses) - extra} trials: {c['done']} done, {c['running']} running, {c['pending']} pending, "
-        f"{c['stopped']} {'stopped early' if meta.get('search') else 'stopped'}, {c['interrupted']} interrupted, "
-        f"{c['failed']} failed" + (f"; {extra} other trial folders (other searches, earlier versions of the sweep)"
-                                   if extra else "")
-    )
+    extra, c = sum(not s.in_sweep for s in statuses), Counter(s.state for s in statuses if s.in_sweep)
+    others = f"; {extra} other trial folders (other searches, earlier versions of the sweep)" if extra else ""
+    lines.append(f"{len(statuses) - extra} trials: {c['done']} done, {c['running']} running, {c['pending']} pending, "
+                 f"{c['stopped']} {'stopped early' if meta.get('search') else 'stopped'}, {c['interrupted']} "
+                 f"interrupted, {c['failed']} failed{others}")
     if c["stopped"] + c["interrupted"] and not meta.get("search"):
         lines.append("(stopped and interrupted trials continue from their last finished task when the sweep runs "
                      "again)")

@@ -64,8 +64,7 @@ class TrialSpec:
         return cls(**values)
 
 
-def id_prefix(config: Mapping[str, Any]) -> str:
-    c = config
+def id_prefix(c: Mapping[str, Any]) -> str:
     return _SAFE.sub("-", f"{c['approach']}_{c['dataset']}_{c['scenario']}_{c['initial_classes']}-{c['total_tasks']}")
 
 

@@ -37,7 +37,6 @@ class RunOptions:
     resource_check: bool = True
     num_cpus: int | None = None
     num_gpus: int | None = None
-    progress_every_s: float = 15.0
     only_ids: set[str] | None = None  # --only: run just these; the rest stay in sweep.json
     quiet: bool = False
 
@@ -91,7 +90,7 @@ def make_tuner(sweep: schema.Sweep, opts: RunOptions, name: str, space: dict[str
             print(self._progress_str(trials, done, *sys_info), file=sys.stderr, flush=True)
 
     reporter = StderrReporter(metric_columns={"task": "task", "avg_incremental_accuracy": "avg inc acc"},
-                              parameter_columns=[], max_report_frequency=int(opts.progress_every_s),
+                              parameter_columns=[], max_report_frequency=15,
                               print_intermediate_tables=False)
     if "metric" in tune_config:
         reporter.add_metric_column(tune_config["metric"])
