@@ -28,6 +28,7 @@ from .tune_runner import RunOptions, run_sweep
 
 log = logging.getLogger("orchestrator")
 
+
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m orchestrator", description=(
         "Expand a sweep file into trials, run them with Ray Tune (here or on a cluster), then build the paper's "
@@ -135,8 +136,7 @@ def _failure_summary(statuses: list[TrialStatus], limit: int = 20) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    where = args.sweep
-    sweep = load_sweep(where)
+    where, sweep = args.sweep, load_sweep(args.sweep)
     if args.max_failures < 0:
         raise SweepError("--max-failures", None, f"must be >= 0 (retries of a failed trial), got {args.max_failures}")
     try:  # typed by cil_core with the rest of each trial's options
@@ -153,8 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run and not wanted and not args.evaluate_best:
         print(format_dry_run(iter_trials(sweep, **kwargs), sweep, store))
         return EXIT_OK
-    trials = expand(sweep, **kwargs)
-    best_text = None
+    trials, best_text = expand(sweep, **kwargs), None
     if args.evaluate_best:  # the search's best and default configs x seeds: an ordinary grid
         sweep, trials, store, best_text = evaluation(sweep, trials, store, where)
     chosen = select(trials, wanted)

@@ -70,8 +70,7 @@ def plot_all(store: Store, results: pd.DataFrame, specs: list[TrialSpec]) -> lis
             means, stds = _mean_std(list(runs["acc_seen"]))
             sizes = next((list(t) for t in runs["task_classes"] if t), [])
             x = pd.Series(sizes).cumsum().tolist() if len(sizes) == len(means) else list(range(1, len(means) + 1))
-            ax.plot(x, means, marker=style[row]["marker"], markersize=4, color=style[row]["color"],
-                    label=f"{row} (n={len(runs)})")
+            ax.plot(x, means, markersize=4, label=f"{row} (n={len(runs)})", **style[row])
             if len(runs) >= 2:
                 ax.fill_between(x, (means - stds).clip(lower=0), (means + stds).clip(upper=100),
                                 color=style[row]["color"], alpha=0.15, linewidth=0)

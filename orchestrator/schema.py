@@ -203,8 +203,6 @@ class Rule(Layer):
     hours: float | None = Field(default=None, ge=0)
 
 
-# ----------------------------------------------------------------------------- search
-
 class Distribution(Model):
     """Exactly one of ``uniform: [lo, hi]``, ``loguniform: [lo, hi]``, ``quniform: [lo, hi, q]``,
     ``qloguniform: [lo, hi, q]``, ``randint: [lo, hi]`` (hi excluded) or ``choice: [a, b, ...]``."""
@@ -284,9 +282,6 @@ class Search(Model):
     def _space(cls, value: dict[str, Distribution]) -> dict[str, Distribution]:
         check_options({k: None for k in value})
         return value
-
-
-# ----------------------------------------------------------------------------- report, tune
 
 
 class Report(Model):

@@ -6,9 +6,6 @@ but Tune sees only their validation figures (``trainable.tune_metrics``): the se
 and ASHA cannot select on test data. An interrupted search continues with
 ``Tuner.restore``, because its searcher state (Optuna's study, ASHA's rungs) lives in Ray's
 experiment state; a finished one is recorded in ``search_<group>.json`` and not run again.
-The report ranks the samples by validation metric, with each one's test figure beside it
-(read from ``result.json``); ``evaluate-best`` reruns the best and the default
-configuration over ``search.eval_seeds`` as an ordinary grid in ``<results>/evaluate/``.
 """
 
 from __future__ import annotations
@@ -88,9 +85,6 @@ def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
     return complete
 
 
-# ----------------------------------------------------------------------------- ranking, report
-
-
 def _figure(result: dict[str, Any], key: str) -> float | None:
     """A summary figure of ``result.json``: the run's value, or a per-task series' last one."""
     value = result.get(key)
@@ -167,9 +161,6 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-# ----------------------------------------------------------------------------- evaluate-best
-
-
 def evaluation(sweep: schema.Sweep, bases: list[TrialSpec], store: Store,
                where: str) -> tuple[schema.Sweep, list[TrialSpec], Store, str]:
     """``evaluate-best``: per search, the best finished sample's params and the default
@@ -194,6 +185,5 @@ def evaluation(sweep: schema.Sweep, bases: list[TrialSpec], store: Store,
                      f"(trial {best['id']})")
     text = "\n".join(lines) + f"\n\nSeeds {search.eval_seeds}; cells: test mean ± std over seeds.\n"
     evaluate = Store(store.uri(EVALUATE))
-    evaluate.mkdir("")
     evaluate.write_text("best.md", text)
     return sweep.model_copy(update={"name": f"{sweep.name}-{EVALUATE}", "search": None}), trials, evaluate, text

@@ -84,8 +84,7 @@ def redirect_output(folder: Path) -> Iterator[None]:
         target = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(target, fd)
         os.close(target)
-    # Ray or pytest may have replaced sys.stdout / sys.stderr: write to the descriptors themselves
-    sys.stdout, sys.stderr = (open(fd, "w", closefd=False, buffering=1) for fd in (1, 2))
+    sys.stdout, sys.stderr = (open(fd, "w", closefd=False, buffering=1) for fd in (1, 2))  # Ray, pytest swap them
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger, level = logging.getLogger("cil_core"), logging.getLogger("cil_core").level

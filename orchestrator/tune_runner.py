@@ -112,8 +112,7 @@ def run_sweep(sweep: schema.Sweep, trials: list[TrialSpec], opts: RunOptions, *,
     from .search import run_search
 
     store = opts.store
-    store.mkdir("")
-    write_sweep_meta(store, sweep, trials, opts.where, sweep_text)
+    write_sweep_meta(store, sweep, trials, opts.where, sweep_text)  # makes the folder
     incomplete: list[str] = []
     if sweep.search is None:
         in_slice = {t.id: t for t in trials if opts.only_ids is None or t.id in opts.only_ids}
