@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import sys
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -122,19 +122,6 @@ def format_dry_run(trials: Iterable, sweep: Any, store: Any) -> str:
     return "\n".join(lines)
 
 
-def _failure_summary(statuses: list[TrialStatus], limit: int = 20) -> str:
-    """Failed trials in full (id, config, error, last lines of stderr); the rest by count."""
-    lines, resume = failure_report(statuses, tail=8), "they resume from their last finished task"
-    for state, meaning in {"stopped": f"stopped before they finished (interrupted or stopped early); {resume}",
-                           "interrupted": f"their process ended before they finished; {resume}",
-                           "running": "still running elsewhere (another orchestrator's Ray?)",
-                           "pending": "not started"}.items():
-        if group := [s.id for s in statuses if s.state == state]:
-            more = f", ... and {len(group) - limit} more" if len(group) > limit else ""
-            lines.append(f"  {len(group)} {meaning}: {', '.join(group[:limit])}{more}")
-    return "\n".join(lines)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     where, sweep = args.sweep, load_sweep(args.sweep)
     if args.max_failures < 0:
@@ -183,11 +170,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if incomplete:
         print(f"\nsearch not finished: {', '.join(incomplete)}; run the same command again to continue it",
               file=sys.stderr)
-    if bad:
-        failed = sum(s.state == "failed" for s in bad)
-        print(f"\n{len(bad)} of {len(statuses)} trials did not finish ({failed} failed):\n{_failure_summary(bad)}\n"
-              f"Run the same command again to resume; 'python -m orchestrator status {store.root}' shows each trial.",
-              file=sys.stderr)
+    if bad:  # the failures in full (config, error, stderr's last lines), the rest by state
+        states = ", ".join(f"{n} {state}" for state, n in Counter(s.state for s in bad).most_common())
+        print(f"\n{len(bad)} of {len(statuses)} trials did not finish ({states}):", *failure_report(bad, tail=8),
+              "\nRun the same command again to resume (unfinished trials continue from their last finished task); "
+              f"'python -m orchestrator status {store.root}' shows each trial.", sep="\n", file=sys.stderr)
     if bad or incomplete:
         return EXIT_TRIALS_FAILED
     log.info("%s", finished_line(statuses, slice_ids))
