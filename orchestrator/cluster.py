@@ -66,8 +66,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
         # Ray resolves _node_ip_address="127.0.0.1" to the routable address unless its cluster mode is
         # off: an environment variable read when Ray is imported, so also set on the module if imported.
         os.environ[LOCALHOST_ENV] = "0"
-        constants = sys.modules.get("ray._private.ray_constants")
-        if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
+        if hasattr(constants := sys.modules.get("ray._private.ray_constants"), "ENABLE_RAY_CLUSTER"):
             constants.ENABLE_RAY_CLUSTER = False
     else:
         precheck_address(address)

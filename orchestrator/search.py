@@ -2,7 +2,7 @@
 
 One Tune search (Optuna or random, ASHA early stopping) per base trial. Its samples are
 trials like any other (ids: the fingerprints of the base's options plus the sampled ones),
-but Tune sees only their validation figures (``trainable.tune_metrics``): the searcher
+but Tune sees only their validation figures (``trainable.run_trial``'s reports): the searcher
 and ASHA cannot select on test data. An interrupted search continues with
 ``Tuner.restore``, because its searcher state (Optuna's study, ASHA's rungs) lives in Ray's
 experiment state; a finished one is recorded in ``search_<group>.json`` and not run again.
@@ -103,9 +103,8 @@ def ranked(store: Store, metric: str, mode: str) -> dict[str, list[dict[str, Any
         if spec.search not in reports:
             summary = store.read_json(f"{spec.search}.json") or {}
             reports[spec.search] = {r["id"]: r for r in summary.get("trials", [])}
-        result = finished_result(store, spec.id)
+        result, last = finished_result(store, spec.id), reports[spec.search].get(spec.id) or {}
         done = result is not None
-        last = reports[spec.search].get(spec.id) or {}
         record = {k: _figure(result, key) if done else last.get("metric") if key == metric else None
                   for k, key in keys.items()}
         partial_tasks = None if last.get("task") is None else int(last["task"]) + 1
@@ -166,8 +165,7 @@ def evaluation(sweep: schema.Sweep, bases: list[TrialSpec], store: Store,
     """``evaluate-best``: per search, the best finished sample's params and the default
     (the base's own options) x ``search.eval_seeds``, as an ordinary grid (rows ``<approach>``
     and ``<approach>-best``) in ``<results>/evaluate/``: its tables are the comparison."""
-    search = sweep.search
-    if search is None:
+    if (search := sweep.search) is None:
         raise SweepError(where, "search", "evaluate-best needs a sweep with a search block")
     groups = ranked(store, search.metric, search.mode)
     trials, lines = [], [f"# {sweep.name}: the best configuration against the default, on test", ""]

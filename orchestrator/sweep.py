@@ -73,9 +73,8 @@ def load_sweep_text(text: str, where: str) -> schema.Sweep:
         raise SweepError(where, line, f"not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, dict):
         raise SweepError(where, None, "a sweep file is a mapping with at least 'name' and 'grid'")
-    for key in data:
-        if not isinstance(key, str):
-            raise SweepError(where, str(key), "keys must be strings")
+    if bad := [key for key in data if not isinstance(key, str)]:
+        raise SweepError(where, str(bad[0]), "keys must be strings")
     try:
         return schema.Sweep.model_validate(data)
     except ValidationError as exc:
@@ -134,12 +133,8 @@ def _points(sweep: schema.Sweep) -> Iterator[tuple[schema.ApproachVariant, dict[
 
 def cells(sweep: schema.Sweep, *, where: str = "<sweep>", set_values: Mapping[str, Any] | None = None,
           resources: Mapping[str, float] | None = None, drop_approaches: Iterable[str] = ()) -> Iterator[Cell]:
-    """The sweep's cells, lazily, in grid order (data set, scenario, split, approach, seed).
-
-    ``set_values``: ``--set`` options (after the sweep's own); ``resources``: ``--resources``
-    (overrides every request); ``drop_approaches``: approaches to leave out
-    (``skip_missing_approaches``). Raises :class:`SweepError` when nothing is left to run.
-    """
+    """The sweep's cells, lazily, in grid order (data set, scenario, split, approach, seed), with ``--set``
+    (``set_values``), ``--resources`` and without ``drop_approaches``; :class:`SweepError` if none is left."""
     set_values = dict(set_values or {})
     for key in sweep.requires:
         if key not in set_values and key not in sweep.defaults:

@@ -123,7 +123,9 @@ def run_trial(config: dict[str, Any]) -> None:
     validation_only = bool(config.get("search")) and not config.get("test_selection")
 
     def report(metrics: dict[str, Any]) -> None:
-        send(tune_metrics(metrics, validation_only=validation_only))
+        """A search selecting on validation sees no test figure at all (it could not select or stop
+        trials on test data by mistake), only ``val_`` keys and the counters."""
+        send({k: v for k, v in metrics.items() if not validation_only or k.startswith("val_") or k in REPORT_COUNTERS})
 
     failed = folder.files.read_json(FAILED_JSON)
     if isinstance(failed, dict) and failed.get("permanent"):
@@ -188,10 +190,3 @@ def final_metrics(result: dict[str, Any]) -> dict[str, Any]:
         out |= {f"{p}{k}": result.get(f"{p}{k}") for k in ("avg_incremental_accuracy", "last_accuracy")}
         out[f"{p}avg_incremental_accuracy_so_far"] = out[f"{p}avg_incremental_accuracy"]
     return out
-
-
-def tune_metrics(metrics: dict[str, Any], *, validation_only: bool) -> dict[str, Any]:
-    """What Tune sees of a report: a search selecting on validation sees no test figure at
-    all (it could not select or stop trials on test data by mistake), only ``val_`` keys
-    and the counters."""
-    return {k: v for k, v in metrics.items() if not validation_only or k.startswith("val_") or k in REPORT_COUNTERS}
