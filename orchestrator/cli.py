@@ -20,8 +20,8 @@ from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FAILED, OrchestratorE
 from .lock import ResultsLock
 from .report import build_report
 from .search import evaluation
-from .status import TrialStatus, collect, failure_report, finished_ids, format_status
-from .store import Store
+from .status import TrialStatus, collect, failure_report, finished_result, format_status
+from .store import TRIALS, Store
 from .sweep import load_sweep, parse_resources
 from .trials import axis_counts, check_sweep, estimate_hours, expand, iter_trials, parse_only, select
 from .tune_runner import RunOptions, run_sweep
@@ -79,7 +79,8 @@ SAMPLE_ROWS = 20
 def format_dry_run(trials: Iterable, sweep: Any, store: Any) -> str:
     """The trials (all, or the first and last rows of a huge grid), counts per axis and the estimated
     cost; streams ``trials`` once, holding only the sample, the counters and one int per distinct run."""
-    finished, seen, unique, head, tail = finished_ids(store), set(), [], [], deque(maxlen=DRY_RUN_ROWS)
+    finished = {tid for tid in store.list_dirs(TRIALS) if finished_result(store, tid)}
+    seen, unique, head, tail = set(), [], [], deque(maxlen=DRY_RUN_ROWS)
 
     def sampled() -> Iterable:
         for t in trials:

@@ -19,8 +19,7 @@ RESERVED_KEYS = ("out",)
 # The grid's own axes: set them in ``grid``, not as training options.
 AXIS_KEYS = ("dataset", "approach", "scenario", "initial_classes", "total_tasks", "seed")
 TABLE_METRICS = ("avg_incremental_accuracy", "last_accuracy", "avg_incremental_accuracy_seen", "forgetting")
-# A search selects on the validation hold-out; the test twins (``val_`` dropped) need
-# ``allow_test_selection: true``.
+# A search selects on the validation hold-out; the test twins (no ``val_``) need ``allow_test_selection``.
 SEARCH_METRICS = ("val_avg_incremental_accuracy", "val_acc_seen", "val_task_avg_acc")
 TEST_SEARCH_METRICS = tuple(m.removeprefix("val_") for m in SEARCH_METRICS)
 

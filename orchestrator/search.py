@@ -39,8 +39,7 @@ def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
     from ray.tune.search.basic_variant import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
 
-    search = sweep.search
-    assert search is not None
+    assert (search := sweep.search) is not None
     group = search_group_id(base, search)
     summary = opts.store.read_json(f"{group}.json")
     if isinstance(summary, dict) and summary.get("finished"):

@@ -59,10 +59,6 @@ def finished_result(store: Store, tid: str) -> dict[str, Any] | None:
     return result if isinstance(result, dict) and result.get("status") == "finished" else None
 
 
-def finished_ids(store: Store) -> set[str]:
-    return {tid for tid in store.list_dirs(TRIALS) if finished_result(store, tid)}
-
-
 def trial_status(store: Store, spec: TrialSpec, *, in_sweep: bool = True, tail_lines: int = 0,
                  orchestrator_alive: bool | None = None) -> TrialStatus:
     rel = trial_rel(spec.id)
@@ -93,8 +89,7 @@ def trial_status(store: Store, spec: TrialSpec, *, in_sweep: bool = True, tail_l
 
 
 def collect(store: Store, *, tail_lines: int = 0, include_extra: bool = True) -> list[TrialStatus]:
-    """The sweep's trials (``sweep.json``), then any other trial folder (search trials,
-    trials of an earlier version of the sweep)."""
+    """The sweep's trials (``sweep.json``), then every other trial folder (search samples, earlier sweeps)."""
     searching = bool(load_sweep_meta(store).get("search"))
     alive = bool(lock_holder_alive(read_lock(store)))
     specs = [] if searching else sweep_trials(store)  # a search runs samples, not its base trials

@@ -111,8 +111,7 @@ def import_runner(path: str) -> Callable[..., dict]:
 def resolve_spec(config: dict[str, Any]) -> TrialSpec:
     """The trial's spec; for a search trial, the base spec with the sampled parameters."""
     spec = TrialSpec.from_json(config["trial"])
-    params = config.get("params") or {}
-    return sampled_trial(spec, params, config.get("search")) if params else spec
+    return sampled_trial(spec, params, config.get("search")) if (params := config.get("params")) else spec
 
 
 def run_trial(config: dict[str, Any]) -> None:

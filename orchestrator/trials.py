@@ -58,8 +58,7 @@ class TrialSpec:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "TrialSpec":
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         values.setdefault("variant", data.get("row") or data["config"]["approach"])  # sweep.json of before the rename
         return cls(**values)
 

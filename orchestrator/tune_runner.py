@@ -66,9 +66,8 @@ def trial_name(trial: Any) -> str:
 
 
 def make_tuner(sweep: schema.Sweep, opts: RunOptions, name: str, space: dict[str, Any], **tune_config: Any) -> Any:
-    """The one ``tune.Tuner`` both a grid and a search run: ``space`` joins the param space,
-    ``tune_config`` the ``TuneConfig`` (a search's ``metric`` also the progress table). Ray's
-    progress table every few seconds, and one line per trial event in the orchestrator's log."""
+    """The one ``tune.Tuner`` of a grid and of a search (``space`` joins its param space, ``tune_config`` its
+    ``TuneConfig``); progress goes to stderr, one line per trial event to the orchestrator's log."""
     from ray import tune
 
     class TrialEvents(tune.Callback):
@@ -107,8 +106,7 @@ def make_tuner(sweep: schema.Sweep, opts: RunOptions, name: str, space: dict[str
 
 def run_sweep(sweep: schema.Sweep, trials: list[TrialSpec], opts: RunOptions, *,
               sweep_text: str | None = None) -> tuple[list[TrialStatus], list[str]]:
-    """Run what is missing of ``trials``; return every trial's state read from its files, and the
-    searches left unfinished."""
+    """Run what is missing of ``trials``; return every trial's state (from its files) and the unfinished searches."""
     from .search import run_search
 
     store = opts.store
