@@ -20,7 +20,7 @@ from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FAILED, OrchestratorE
 from .lock import ResultsLock
 from .report import build_report
 from .search import evaluation
-from .status import TrialStatus, collect, failure_report, finished_result, format_status
+from .status import TrialStatus, collect, failure_lines, finished_result, format_status
 from .store import TRIALS, Store
 from .sweep import load_sweep, parse_resources
 from .trials import axis_counts, check_sweep, estimate_hours, expand, iter_trials, parse_only, select
@@ -171,11 +171,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if incomplete:
         print(f"\nsearch not finished: {', '.join(incomplete)}; run the same command again to continue it",
               file=sys.stderr)
-    if bad:  # the failures in full (config, error, stderr's last lines), the rest by state
+    if bad:  # the failures in full (error, config, stderr's last lines), the rest by state
         states = ", ".join(f"{n} {state}" for state, n in Counter(s.state for s in bad).most_common())
-        print(f"\n{len(bad)} of {len(statuses)} trials did not finish ({states}):", *failure_report(bad, tail=8),
-              "\nRun the same command again to resume (unfinished trials continue from their last finished task); "
-              f"'python -m orchestrator status {store.root}' shows each trial.", sep="\n", file=sys.stderr)
+        lines = [f"\n{len(bad)} of {len(statuses)} trials did not finish ({states}):"]
+        for s in (s for s in bad if s.state == "failed"):
+            lines += [f"  {s.id}  [failed{', permanent' if s.permanent else ''}] {s.error or ''}",
+                      *failure_lines(s, "      ", tail=8)]
+        print(*lines, "Run the same command again to resume (unfinished trials continue from their last finished "
+              f"task); 'python -m orchestrator status {store.root}' shows each trial.", sep="\n", file=sys.stderr)
     if bad or incomplete:
         return EXIT_TRIALS_FAILED
     log.info("%s", finished_line(statuses, slice_ids))

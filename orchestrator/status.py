@@ -99,14 +99,10 @@ def collect(store: Store, *, tail_lines: int = 0, include_extra: bool = True) ->
                          orchestrator_alive=alive) for s in specs]
 
 
-def failure_report(statuses: list[TrialStatus], tail: int | None = None) -> list[str]:
-    """Each failed trial: its error, config and the last ``tail`` lines of its stderr (default: those read)."""
-    lines = []
-    for s in (s for s in statuses if s.state == "failed"):
-        config = " ".join(f"{k}={v}" for k, v in s.spec.config.items() if k != "out")
-        lines += ["", f"--- {s.id} failed ({'permanent, ' if s.permanent else ''}{s.failure_kind}): {s.error}",
-                  f"    config: {config}", *(f"    | {line}" for line in s.stderr_tail[-(tail or 0):])]
-    return lines
+def failure_lines(s: TrialStatus, indent: str = "    ", tail: int | None = None) -> list[str]:
+    """A failed trial's config and the last ``tail`` lines of its stderr (default: those read)."""
+    config = " ".join(f"{k}={v}" for k, v in s.spec.config.items() if k != "out")
+    return [f"{indent}config: {config}"] + [f"{indent}| {line}" for line in s.stderr_tail[-(tail or 0):]]
 
 
 def format_status(store: Store, statuses: list[TrialStatus], *, show_all: bool = True) -> str:
@@ -135,4 +131,7 @@ def format_status(store: Store, statuses: list[TrialStatus], *, show_all: bool =
         task = "-" if s.task is None else f"{int(s.task) + 1}/{s.spec.split[1]}"
         note = " ".join(filter(None, notes))
         lines.append(f"{s.id:<{width}}  {s.state:<11}  {task:>7}  {s.attempts:>5}  {note}".rstrip())
-    return "\n".join(lines + failure_report(statuses))
+    for s in (s for s in statuses if s.state == "failed"):
+        lines += ["", f"--- {s.id} failed ({'permanent, ' if s.permanent else ''}{s.failure_kind}): {s.error}"]
+        lines += failure_lines(s)
+    return "\n".join(lines)

@@ -26,7 +26,7 @@ from .trials import TrialSpec
 
 REFERENCE = Path(__file__).with_name("paper_results.csv")
 CELL = ["dataset", "scenario", "initial_classes", "total_tasks"]
-TITLES = {  # metric -> (heading, explanation); its label in the csv: the heading before " ("
+TITLES = {  # metric -> (heading, explanation)
     "avg_incremental_accuracy": ("Average incremental accuracy (%)", "The paper's headline number: after each task, "
                                  "the mean accuracy over the tasks seen so far (each task weighted equally); then the "
                                  "mean of those over all steps, the first included."),
@@ -39,11 +39,8 @@ TITLES = {  # metric -> (heading, explanation); its label in the csv: the headin
     "forgetting": ("Forgetting (points, lower is better)", "Mean over tasks of the drop from a task's best earlier "
                    "accuracy to its final accuracy."),
 }
+LABELS = {metric: heading.split(" (")[0].lower() for metric, (heading, _) in TITLES.items()}  # in the csv
 LOWER_IS_BETTER = {"forgetting"}
-
-
-def label(metric: str) -> str:
-    return TITLES[metric][0].split(" (")[0].lower()
 
 
 def load_reference(path: str | Path | None = None) -> pd.DataFrame:
@@ -154,7 +151,7 @@ def build_tables(results: pd.DataFrame, specs: list[TrialSpec], ref: pd.DataFram
             cells[(c.row, col)] = _cells(c, refs)
             published = {f"{'rerun' if r.rerun else 'paper'}_{key}": value for r in refs.itertuples() for key, value
                          in (("value", r.value), ("diff", None if c.n == 0 else round(c.mean - r.value, 4)))}
-            records.append({"table": metric, "metric_label": label(metric), **dict(zip(CELL, col)),
+            records.append({"table": metric, "metric_label": LABELS[metric], **dict(zip(CELL, col)),
                             "split": split_label(*col[2:]), "approach": c.row, "seeds_finished": c.n,
                             "seeds_asked": c.n_asked, "mean": None if c.n == 0 else round(c.mean, 4),
                             "std": None if c.n < 2 else round(c.std, 4), "best": c.best, "paper_value": None,
@@ -180,7 +177,7 @@ def build_tables(results: pd.DataFrame, specs: list[TrialSpec], ref: pd.DataFram
                "enforces (`orchestrator/paper_results.csv`).", ""]
         md += md_table(["data set", "scenario", "split", "approach", "compared metric", "published as", "published",
                         "ours", "Δ", "tolerance", "verdict"],
-                       [[c["dataset"], c["scenario"], c["split"], c["approach"], label(c["compares_to"]),
+                       [[c["dataset"], c["scenario"], c["split"], c["approach"], LABELS[c["compares_to"]],
                          c["published_as"], f"{c['published']:.2f}",
                          fmt(c["ours"]) + ("" if c["n"] in (0, c["n_asked"]) else f" ({c['n']}/{c['n_asked']})"),
                          "-" if c["diff"] is None else _signed(c["diff"]), fmt(c["tolerance"], 1), c["verdict"]]
