@@ -7,17 +7,26 @@ import logging
 import os
 import signal
 import sys
-from collections import deque
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any, Iterable, Sequence
 
+from cil_core.config import parse_set_items
+from cil_core.errors import UserError
+
+from . import schema
+from .cluster import precheck_address
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FAILED, OrchestratorError, SweepError
-
-if TYPE_CHECKING:
-    from .status import TrialStatus
+from .lock import ResultsLock
+from .report import build_report
+from .search import evaluation
+from .status import TrialStatus, collect, failure_lines, finished_result, format_status
+from .store import TRIALS, Store
+from .sweep import load_sweep, parse_resources
+from .trials import axis_counts, check_sweep, estimate_hours, expand, iter_trials, parse_only, select
+from .tune_runner import RunOptions, run_sweep
 
 log = logging.getLogger("orchestrator")
-
-SUBCOMMANDS = ("status", "report")
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -29,14 +38,12 @@ def _run_parser() -> argparse.ArgumentParser:
     add("--dry-run", action="store_true", help="list the trials, counts per axis and estimated GPU hours; run nothing")
     add("--results", metavar="DIR", help="results directory or URI every node reaches (default results/<sweep name>/)")
     add("--address", metavar="ADDR", help="a Ray cluster: 'auto' or HOST:PORT (default $RAY_ADDRESS, else embedded)")
-    add("--max-failures", type=int, default=2, metavar="N",
-        help="retries of a failed trial in this run (default 2), each from its last finished task")
+    add("--max-failures", type=int, default=2, metavar="N", help="retries of a failed trial in this run (default 2)")
     add("--retry-failed", action="store_true", help="also rerun trials that failed permanently in an earlier run")
     add("--set", dest="set_items", action="append", default=[], metavar="KEY=VALUE",
         help="a training option for every trial, e.g. epochs=2 (repeatable)")
     add("--only", dest="only_items", action="append", default=[], metavar="AXIS=V1,V2",
-        help="run only these axis values (dataset, scenario, split as 20/5, approach, seed; repeatable); "
-        "the tables still cover the whole sweep")
+        help="run only these values of an axis (dataset, scenario, split as 20/5, approach, seed); repeatable")
     add("--resources", metavar="gpu=N,cpu=N", help="override every trial's resource request")
     add("--num-cpus", type=int, help="embedded Ray only: CPUs it may use (default: all)")
     add("--num-gpus", type=int, help="embedded Ray only: GPUs it may use (default: all)")
@@ -59,8 +66,7 @@ def _results_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--pending", action="store_true", help="list only trials that are not done")
         p.add_argument("--tail", type=int, default=10, help="lines of stderr shown per failed trial (default 10)")
     else:
-        p.add_argument("--check", action="store_true",
-                       help="exit 1 when a finished cell is outside its tolerance of the published number")
+        p.add_argument("--check", action="store_true", help="exit 1 if a finished cell is outside its tolerance")
         p.add_argument("--no-plots", action="store_true")
         p.add_argument("--reference", help=argparse.SUPPRESS)  # another paper_results.csv (tests)
     return p
@@ -73,10 +79,8 @@ SAMPLE_ROWS = 20
 def format_dry_run(trials: Iterable, sweep: Any, store: Any) -> str:
     """The trials (all, or the first and last rows of a huge grid), counts per axis and the estimated
     cost; streams ``trials`` once, holding only the sample, the counters and one int per distinct run."""
-    from .status import finished_ids
-    from .trials import axis_counts, estimate_hours
-
-    finished, seen, unique, head, tail = finished_ids(store), set(), [], [], deque(maxlen=DRY_RUN_ROWS)
+    finished = {tid for tid in store.list_dirs(TRIALS) if finished_result(store, tid)}
+    seen, unique, head, tail = set(), [], [], deque(maxlen=DRY_RUN_ROWS)
 
     def sampled() -> Iterable:
         for t in trials:
@@ -119,101 +123,62 @@ def format_dry_run(trials: Iterable, sweep: Any, store: Any) -> str:
     return "\n".join(lines)
 
 
-def _failure_summary(statuses: list, limit: int = 20) -> str:
-    """Failed trials in full (id, config, error, last lines of stderr); the rest by count."""
-    from .status import failure_lines
-
-    lines = []
-    for s in (s for s in statuses if s.state == "failed"):
-        lines.append(f"  {s.id}  [failed{', permanent' if s.permanent else ''}] {s.error or ''}")
-        lines += failure_lines(s, "      ", tail=8)
-    resume = "they resume from their last finished task"
-    for state, meaning in {"stopped": f"stopped before they finished (interrupted or stopped early); {resume}",
-                           "interrupted": f"their process ended before they finished; {resume}",
-                           "running": "still running elsewhere (another orchestrator's Ray?)",
-                           "pending": "not started"}.items():
-        if group := [s.id for s in statuses if s.state == state]:
-            more = f", ... and {len(group) - limit} more" if len(group) > limit else ""
-            lines.append(f"  {len(group)} {meaning}: {', '.join(group[:limit])}{more}")
-    return "\n".join(lines)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from cil_core.config import parse_set_items
-    from cil_core.errors import UserError
-
-    from . import schema
-    from .store import Store
-    from .sweep import load_sweep, parse_resources
-    from .trials import check_sweep, expand, iter_trials, parse_only, select
-
-    where = args.sweep
-    sweep = load_sweep(where)
+    where, sweep = args.sweep, load_sweep(args.sweep)
     if args.max_failures < 0:
         raise SweepError("--max-failures", None, f"must be >= 0 (retries of a failed trial), got {args.max_failures}")
     try:  # typed by cil_core with the rest of each trial's options
         set_values = schema.check_options(parse_set_items(args.set_items))
     except (UserError, ValueError) as exc:
         raise SweepError("--set", None, str(exc).removeprefix("--set ")) from None
-    resources = parse_resources(args.resources)
-    dropped = check_sweep(sweep, where=where, set_values=set_values)
-    if dropped:
+    if dropped := check_sweep(sweep, where=where, set_values=set_values):
         log.warning("warning: cil_core has no approach %s yet; those trials are left out (skip_missing_approaches)",
                     ", ".join(map(repr, dropped)))
-    kwargs = dict(where=where, set_values=set_values, resources=resources, drop_approaches=dropped)
+    kwargs = dict(where=where, set_values=set_values, resources=parse_resources(args.resources),
+                  drop_approaches=dropped)
     wanted = parse_only(args.only_items)
     store = Store(args.results or f"results/{sweep.name}")
     if args.dry_run and not wanted and not args.evaluate_best:
         print(format_dry_run(iter_trials(sweep, **kwargs), sweep, store))
         return EXIT_OK
-    trials = expand(sweep, **kwargs)
-    best_text = None
+    trials, best_text = expand(sweep, **kwargs), None
     if args.evaluate_best:  # the search's best and default configs x seeds: an ordinary grid
-        from .search import evaluation
-
         sweep, trials, store, best_text = evaluation(sweep, trials, store, where)
     chosen = select(trials, wanted)
     slice_ids = {t.id for t in chosen} if wanted else None  # None: the whole sweep
     if args.dry_run:
         print(format_dry_run(chosen, sweep, store))
         return EXIT_OK
-    from .cluster import precheck_address
-
     precheck_address(args.address or os.environ.get("RAY_ADDRESS") or None)  # a wrong address is bad input
-
-    from .lock import ResultsLock
-    from .tune_runner import RunOptions, run_sweep
-
     previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))  # SIGTERM: as Ctrl-C
-    text = open(where).read()
     try:
         with ResultsLock(store, command=" ".join(["python -m orchestrator", *sys.argv[1:]])):
             opts = RunOptions(store=store, where=where, address=args.address, max_failures=args.max_failures,
                               retry_failed=args.retry_failed, runner=args.runner,
                               resource_check=not args.no_resource_check, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                               only_ids=slice_ids, quiet=args.quiet)
-            statuses, incomplete = run_sweep(sweep, trials, opts, sweep_text=text)
+            statuses, incomplete = run_sweep(sweep, trials, opts, sweep_text=Path(where).read_text())
             if not args.no_report:
-                from .report import build_report
-
                 report = build_report(store)
-                print((best_text + "\n" if best_text else "") + report.text())
+                print((best_text + "\n" if best_text else "") + report.text)
                 more = f" and {len(report.files) - 4} more" if len(report.files) > 4 else ""
                 log.info("wrote %s", ", ".join(store.uri(f) for f in report.files[:4]) + more)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if sweep.search is None:  # trials outside --only are left for later, not failures
-        bad = [s for s in statuses if s.state != "done" and (slice_ids is None or s.spec.id in slice_ids)]
-    else:  # a sample stopped early by the search is not a failure
-        bad = [s for s in statuses if s.state not in ("done", "stopped")]
+    # trials outside --only are left for later, and a sample stopped early by the search is no failure
+    ok = ("done",) if sweep.search is None else ("done", "stopped")
+    bad = [s for s in statuses if s.state not in ok and (sweep.search or slice_ids is None or s.id in slice_ids)]
     if incomplete:
         print(f"\nsearch not finished: {', '.join(incomplete)}; run the same command again to continue it",
               file=sys.stderr)
-    if bad:
-        failed = sum(s.state == "failed" for s in bad)
-        print(f"\n{len(bad)} of {len(statuses)} trials did not finish ({failed} failed):\n{_failure_summary(bad)}\n"
-              f"Run the same command again to resume; 'python -m orchestrator status {store.root}' shows each trial.",
-              file=sys.stderr)
+    if bad:  # the failures in full (error, config, stderr's last lines), the rest by state
+        states = ", ".join(f"{n} {state}" for state, n in Counter(s.state for s in bad).most_common())
+        lines = [f"\n{len(bad)} of {len(statuses)} trials did not finish ({states}):"]
+        for s in (s for s in bad if s.state == "failed"):
+            lines += [f"  {s.id}  [failed{', permanent' if s.permanent else ''}] {s.error or ''}",
+                      *failure_lines(s, "      ", tail=8)]
+        print(*lines, "Run the same command again to resume (unfinished trials continue from their last finished "
+              f"task); 'python -m orchestrator status {store.root}' shows each trial.", sep="\n", file=sys.stderr)
     if bad or incomplete:
         return EXIT_TRIALS_FAILED
     log.info("%s", finished_line(statuses, slice_ids))
@@ -222,19 +187,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def finished_line(statuses: list[TrialStatus], slice_ids: set[str] | None) -> str:
     """The closing line of a successful run; with --only it must not claim the whole sweep is done."""
-    stopped = sum(1 for s in statuses if s.state == "stopped")
+    stopped = sum(s.state == "stopped" for s in statuses)
     early = f" ({stopped} stopped early by the search)" if stopped else ""
     if slice_ids is None:
         return f"all {len(statuses)} trials finished{early}"
-    left = sum(1 for s in statuses if s.spec.id not in slice_ids and s.state != "done")
-    line = f"all {len(slice_ids)} trials of the --only slice finished{early}"
-    return line + (f"; {left} of the sweep's {len(statuses)} are left for later" if left else
-                   "; the whole sweep is done")
+    left = sum(s.id not in slice_ids and s.state != "done" for s in statuses)
+    later = f"; {left} of the sweep's {len(statuses)} are left for later" if left else "; the whole sweep is done"
+    return f"all {len(slice_ids)} trials of the --only slice finished{early}{later}"
 
 
 def _results(path: str) -> Any:
-    from .store import Store
-
     store = Store(path)
     if store.is_local and not store.local().is_dir():
         raise OrchestratorError(f"{path}: no such results directory")
@@ -242,43 +204,38 @@ def _results(path: str) -> Any:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import collect, format_status
-
     store = _results(args.results)
     print(format_status(store, collect(store, tail_lines=args.tail), show_all=not args.pending))
     return EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_report
-
     store = _results(args.results)
     report = build_report(store, plots=False if args.no_plots else None, reference_path=args.reference)
-    print(report.text())
-    if report.tables is None and report.search_markdown is None:
+    print(report.text)
+    if not report.files:
         print(f"{args.results}: no trials found", file=sys.stderr)
         return EXIT_TRIALS_FAILED if args.check else EXIT_OK
-    if args.check:
-        outside = [c for c in report.checks if c["verdict"] == "OUTSIDE"]
-        checked = [c for c in report.checks if c["verdict"] in ("ok", "OUTSIDE")]
-        if outside:
-            print(f"check: {len(outside)} of {len(checked)} finished cells outside their tolerance:", file=sys.stderr)
-            for c in outside:
-                print(f"  {c['dataset']} {c['scenario']} {c['split']} {c['approach']}: {c['compares_to']} ours "
-                      f"{c['ours']:.2f} vs {c['published_as']} {c['published']:.2f} (Δ {c['diff']:+.2f}, tolerance "
-                      f"{c['tolerance']:.1f})", file=sys.stderr)
-            return EXIT_TRIALS_FAILED
-        print(f"check: {len(checked)} finished cells within tolerance of the published numbers", file=sys.stderr)
-    return EXIT_OK
+    if not args.check:
+        return EXIT_OK
+    outside = [c for c in report.checks if c["verdict"] == "OUTSIDE"]
+    checked = sum(c["verdict"] in ("ok", "OUTSIDE") for c in report.checks)
+    print(f"check: {len(outside)} of {checked} finished cells outside their tolerance:" if outside else
+          f"check: {checked} finished cells within tolerance of the published numbers", file=sys.stderr)
+    for c in outside:
+        print(f"  {c['dataset']} {c['scenario']} {c['split']} {c['approach']}: {c['compares_to']} ours {c['ours']:.2f} "
+              f"vs {c['published_as']} {c['published']:.2f} (Δ {c['diff']:+.2f}, tolerance {c['tolerance']:.1f})",
+              file=sys.stderr)
+    return EXIT_TRIALS_FAILED if outside else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "evaluate-best":
         argv = [*argv[1:], "--evaluate-best"]
-    if argv and argv[0] in SUBCOMMANDS:
-        args = _results_parser(argv[0]).parse_args(argv[1:])
-        func, quiet = (cmd_status if argv[0] == "status" else cmd_report), True
+    commands = {"status": cmd_status, "report": cmd_report}  # they read the results folder only
+    if argv and argv[0] in commands:
+        args, func, quiet = _results_parser(argv[0]).parse_args(argv[1:]), commands[argv[0]], True
     else:
         args = _run_parser().parse_args(argv)
         func, quiet = cmd_run, args.quiet

@@ -22,12 +22,9 @@ from .trials import TrialSpec
 log = logging.getLogger(__name__)
 
 # Read by Ray / Tune in this (driver) process; set before Ray is imported, users may override.
-DRIVER_ENV = {
-    "RAY_AIR_NEW_OUTPUT": "0",  # the classic CLIReporter (to stderr), silent at verbose=0 (-q)
-    "RAY_CHDIR_TO_TRIAL_DIR": "0",  # trials keep absolute paths; they never rely on the cwd
-    "RAY_DEDUP_LOGS": "0",
-}
-LOCALHOST_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node IP is 127.0.0.1 and servers bind to it
+DRIVER_ENV = {"RAY_AIR_NEW_OUTPUT": "0",  # the classic CLIReporter (to stderr), silent at verbose=0 (-q)
+              "RAY_CHDIR_TO_TRIAL_DIR": "0",  # trials keep absolute paths; they never rely on the cwd
+              "RAY_DEDUP_LOGS": "0"}
 
 
 @dataclass
@@ -50,8 +47,7 @@ def precheck_address(address: str | None) -> None:
     if not sep or not port.isdigit():
         raise SweepError("--address", address, "expected auto or HOST:PORT (the head node's GCS port, 6379 by default)")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
-            pass
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
     except OSError as exc:
         raise SweepError("--address", address, f"cannot reach a Ray head node there ({exc.strerror or exc})") from None
 
@@ -65,9 +61,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     if address is None:
         # Ray resolves _node_ip_address="127.0.0.1" to the routable address unless its cluster mode is
         # off: an environment variable read when Ray is imported, so also set on the module if imported.
-        os.environ[LOCALHOST_ENV] = "0"
-        constants = sys.modules.get("ray._private.ray_constants")
-        if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's node IP is 127.0.0.1, servers bind to it
+        if hasattr(constants := sys.modules.get("ray._private.ray_constants"), "ENABLE_RAY_CLUSTER"):
             constants.ENABLE_RAY_CLUSTER = False
     else:
         precheck_address(address)
@@ -99,13 +94,12 @@ def check_resources(trials: Iterable[TrialSpec], nodes: list[dict[str, Any]], wh
     for t in trials:
         groups[(float(t.resources.get("cpu", 1)), float(t.resources.get("gpu", 0)))].append(t)
     for (cpu, gpu), members in groups.items():
-        if any(n["cpu"] >= cpu and n["gpu"] >= gpu for n in nodes):
-            continue
-        datasets = ", ".join(sorted({t.dataset for t in members}))
-        offered = "; ".join(f"{n['cpu']:g} CPU {n['gpu']:g} GPU" for n in nodes) or "no nodes"
-        raise SweepError(where, "resources", f"{len(members)} trial(s) ({datasets}) ask for {gpu:g} GPU and {cpu:g} "
-                         f"CPU each, but no node offers that (nodes: {offered}); lower the request (e.g. --resources "
-                         "gpu=0,cpu=1) or join a cluster with --address")
+        if not any(n["cpu"] >= cpu and n["gpu"] >= gpu for n in nodes):
+            datasets = ", ".join(sorted({t.dataset for t in members}))
+            offered = "; ".join(f"{n['cpu']:g} CPU {n['gpu']:g} GPU" for n in nodes) or "no nodes"
+            raise SweepError(where, "resources", f"{len(members)} trial(s) ({datasets}) ask for {gpu:g} GPU and "
+                             f"{cpu:g} CPU each, but no node offers that (nodes: {offered}); lower the request (e.g. "
+                             "--resources gpu=0,cpu=1) or join a cluster with --address")
 
 
 def shutdown() -> None:

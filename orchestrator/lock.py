@@ -73,7 +73,7 @@ class ResultsLock:
         if info and (info.get("pid"), info.get("host")) != (os.getpid(), self.record["host"]):
             alive = lock_holder_alive(info)
             if alive is None or (alive and self._flock is None):  # a live pid under our flock is not holding it
-                self._release_flock()
+                self.release()
                 raise self._busy()
             log.info("taking over the stale lock of pid %s on %s (that process is gone)", info["pid"], info.get("host"))
         self.store.write_json(LOCK, self.record)
@@ -81,17 +81,13 @@ class ResultsLock:
             raise self._busy()
         return self
 
-    def _release_flock(self) -> None:
-        if self._flock is not None and self._flock.is_locked:
-            self._flock.release()
-
     def release(self) -> None:
         if read_lock(self.store) == self.record:
             self.store.delete(LOCK)
-        self._release_flock()
+        if self._flock is not None:
+            self._flock.release()  # a no-op unless held
 
-    def __enter__(self) -> "ResultsLock":
-        return self.acquire()
+    __enter__ = acquire
 
     def __exit__(self, *exc: Any) -> None:
         self.release()

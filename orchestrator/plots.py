@@ -70,8 +70,7 @@ def plot_all(store: Store, results: pd.DataFrame, specs: list[TrialSpec]) -> lis
             means, stds = _mean_std(list(runs["acc_seen"]))
             sizes = next((list(t) for t in runs["task_classes"] if t), [])
             x = pd.Series(sizes).cumsum().tolist() if len(sizes) == len(means) else list(range(1, len(means) + 1))
-            ax.plot(x, means, marker=style[row]["marker"], markersize=4, color=style[row]["color"],
-                    label=f"{row} (n={len(runs)})")
+            ax.plot(x, means, markersize=4, label=f"{row} (n={len(runs)})", **style[row])
             if len(runs) >= 2:
                 ax.fill_between(x, (means - stds).clip(lower=0), (means + stds).clip(upper=100),
                                 color=style[row]["color"], alpha=0.15, linewidth=0)
@@ -83,10 +82,8 @@ def plot_all(store: Store, results: pd.DataFrame, specs: list[TrialSpec]) -> lis
         width, any_bar = 0.8 / len(present), False
         for i, (row, runs) in enumerate(present):
             means, stds = _mean_std([[(s.get(shot) or [None])[-1] for shot in SHOTS] for s in runs["shot_acc"]])
-            heights = means.fillna(0.0)
-            yerr = None  # +-1 std, clipped to the 0-100 range accuracy lives in
-            if len(runs) >= 2:
-                yerr = [[min(s, h) for s, h in zip(stds, heights)], [min(s, 100.0 - h) for s, h in zip(stds, heights)]]
+            heights = means.fillna(0.0)  # +-1 std, clipped to the 0-100 range accuracy lives in
+            yerr = [stds.clip(upper=heights), stds.clip(upper=100.0 - heights)] if len(runs) >= 2 else None
             xs = [j + (i - (len(present) - 1) / 2) * width for j in range(len(SHOTS))]
             ax.bar(xs, heights, width=width, yerr=yerr, capsize=2, color=style[row]["color"], label=row)
             any_bar = any_bar or means.notna().any()

@@ -7,37 +7,30 @@ no torch; run at the end of every sweep, and by hand at any time, even while a s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 from .plots import plot_all
 from .search import search_report
-from .status import load_sweep_meta
+from .status import folder_trials, load_sweep_meta, sweep_trials
 from .store import Store
-from .tables import build_tables, load_reference, load_results, report_specs
+from .tables import build_tables, load_reference, load_results
 
 
 @dataclass
 class ReportOutput:
-    tables: SimpleNamespace | None = None  # build_tables' markdown, csv, latex, checks
-    search_markdown: str | None = None
-    files: list[str] = field(default_factory=list)
-
-    @property
-    def checks(self) -> list[dict[str, Any]]:
-        return self.tables.checks if self.tables else []
-
-    def text(self) -> str:
-        return "\n".join(p for p in (self.tables and self.tables.markdown, self.search_markdown) if p)
+    text: str = ""  # the tables' markdown, or the search's
+    checks: list[dict[str, Any]] = field(default_factory=list)  # the tables' comparison with published numbers
+    files: list[str] = field(default_factory=list)  # what was written; none: no trials found
 
 
 def build_report(store: Store, *, plots: bool | None = None, reference_path: str | None = None) -> ReportOutput:
     meta = load_sweep_meta(store)
     settings = meta.get("report") or {}
     if meta.get("search"):
-        return ReportOutput(search_markdown=search_report(store, top_k=int(settings.get("top_k", 5))),
-                            files=["search.md", "search.csv"])
-    specs = report_specs(store)
+        text = search_report(store, top_k=int(settings.get("top_k", 5)))
+        return ReportOutput(text, files=["search.md", "search.csv"])
+    # without sweep.json: every trial folder that is not part of a search
+    specs = sweep_trials(store) or [s for s in folder_trials(store) if not s.search]
     if not specs:
         return ReportOutput()
     results = load_results(store, specs)
@@ -47,4 +40,4 @@ def build_report(store: Store, *, plots: bool | None = None, reference_path: str
                           metrics=list(settings.get("tables") or ["avg_incremental_accuracy", "last_accuracy"]))
     for ext, key in (("md", "markdown"), ("csv", "csv"), ("tex", "latex")):
         store.write_text(f"tables.{ext}", getattr(tables, key))
-    return ReportOutput(tables=tables, files=["tables.md", "tables.csv", "tables.tex"] + written)
+    return ReportOutput(tables.markdown, tables.checks, ["tables.md", "tables.csv", "tables.tex"] + written)

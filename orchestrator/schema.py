@@ -19,8 +19,7 @@ RESERVED_KEYS = ("out",)
 # The grid's own axes: set them in ``grid``, not as training options.
 AXIS_KEYS = ("dataset", "approach", "scenario", "initial_classes", "total_tasks", "seed")
 TABLE_METRICS = ("avg_incremental_accuracy", "last_accuracy", "avg_incremental_accuracy_seen", "forgetting")
-# A search selects on the validation hold-out; the test twins (``val_`` dropped) need
-# ``allow_test_selection: true``.
+# A search selects on the validation hold-out; the test twins (no ``val_``) need ``allow_test_selection``.
 SEARCH_METRICS = ("val_avg_incremental_accuracy", "val_acc_seen", "val_task_avg_acc")
 TEST_SEARCH_METRICS = tuple(m.removeprefix("val_") for m in SEARCH_METRICS)
 
@@ -134,11 +133,11 @@ class Grid(Model):
 
     @model_validator(mode="after")
     def _unique(self) -> "Grid":
-        for axis, values in (("dataset", self.dataset), ("scenario", self.scenario), ("seed", self.seed)):
+        names = [a.name for a in self.approach]
+        for axis, values in {"dataset": self.dataset, "scenario": self.scenario, "seed": self.seed,
+                             "approach": names}.items():
             if len(set(values)) != len(values):
-                raise ValueError(f"{axis}: a value is listed twice")
-        if len({a.name for a in self.approach}) != len(self.approach):
-            raise ValueError("approach: a name is listed twice")
+                raise ValueError(f"{axis}: a {'name' if axis == 'approach' else 'value'} is listed twice")
         return self
 
 
@@ -153,7 +152,7 @@ class Match(Model):
 
     @model_validator(mode="after")
     def _not_empty(self) -> "Match":
-        if all(v is None for v in (self.dataset, self.scenario, self.split, self.approach, self.seed)):
+        if not self.model_dump(exclude_none=True):
             raise ValueError("give at least one of dataset, scenario, split, approach, seed")
         return self
 
@@ -203,11 +202,6 @@ class Rule(Layer):
     hours: float | None = Field(default=None, ge=0)
 
 
-# ----------------------------------------------------------------------------- search
-
-_DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "qloguniform", "randint", "choice")
-
-
 class Distribution(Model):
     """Exactly one of ``uniform: [lo, hi]``, ``loguniform: [lo, hi]``, ``quniform: [lo, hi, q]``,
     ``qloguniform: [lo, hi, q]``, ``randint: [lo, hi]`` (hi excluded) or ``choice: [a, b, ...]``."""
@@ -226,26 +220,20 @@ class Distribution(Model):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "Distribution":
-        given = [name for name in _DISTRIBUTIONS if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of {', '.join(_DISTRIBUTIONS)}")
-        kind, args = self.kind, self.args
-        if kind == "choice":
-            if not args:
-                raise ValueError("choice: list at least one value")
-            return self
-        expected = 3 if kind.startswith("q") else 2
-        if len(args) != expected:
-            raise ValueError(f"{kind}: expected {expected} numbers, got {args!r}")
-        if args[0] >= args[1]:
-            raise ValueError(f"{kind}: the lower bound must be below the upper bound, got {args!r}")
-        if "log" in kind and args[0] <= 0:
-            raise ValueError(f"{kind}: bounds must be positive, got {args!r}")
+        if sum(value is not None for _, value in self) != 1:
+            raise ValueError(f"give exactly one of {', '.join(type(self).model_fields)}")
+        kind, args, expected = self.kind, self.args, 3 if self.kind.startswith("q") else 2
+        problem = ("list at least one value" if not args else None) if kind == "choice" else (
+            f"expected {expected} numbers, got {args!r}" if len(args) != expected
+            else f"the lower bound must be below the upper bound, got {args!r}" if args[0] >= args[1]
+            else f"bounds must be positive, got {args!r}" if "log" in kind and args[0] <= 0 else None)
+        if problem:
+            raise ValueError(f"{kind}: {problem}")
         return self
 
     @property
     def kind(self) -> str:
-        return next(name for name in _DISTRIBUTIONS if getattr(self, name) is not None)
+        return next(name for name, value in self if value is not None)
 
     @property
     def args(self) -> list[Any]:
@@ -295,9 +283,6 @@ class Search(Model):
         return value
 
 
-# ----------------------------------------------------------------------------- report, tune
-
-
 class Report(Model):
     tables: list[Literal[TABLE_METRICS]] = Field(default_factory=lambda: list(TABLE_METRICS[:2]), min_length=1)
     plots: bool = True
@@ -337,12 +322,9 @@ class Sweep(Model):
     @model_validator(mode="after")
     def _keys_name_grid_values(self) -> "Sweep":
         datasets = set(self.grid.dataset) | {d for m in self.include for d in (m.dataset or [])}
-        for name in self.datasets:
-            if name not in datasets:
-                raise ValueError(f"datasets.{name}: not a data set of the grid ({', '.join(sorted(datasets))})")
-        names = {v.name for v in self.grid.approach} | {v.approach for v in self.grid.approach}
-        names |= {a for m in self.include for a in (m.approach or [])}
-        for name in self.approaches:
-            if name not in names:
-                raise ValueError(f"approaches.{name}: not an approach of the grid ({', '.join(sorted(names))})")
+        approaches = {n for v in self.grid.approach for n in (v.name, v.approach)}
+        approaches |= {a for m in self.include for a in (m.approach or [])}
+        for block, names, kind in (("datasets", datasets, "a data set"), ("approaches", approaches, "an approach")):
+            if unknown := [name for name in getattr(self, block) if name not in names]:
+                raise ValueError(f"{block}.{unknown[0]}: not {kind} of the grid ({', '.join(sorted(names))})")
         return self

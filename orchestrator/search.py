@@ -2,13 +2,10 @@
 
 One Tune search (Optuna or random, ASHA early stopping) per base trial. Its samples are
 trials like any other (ids: the fingerprints of the base's options plus the sampled ones),
-but Tune sees only their validation figures (``trainable.tune_metrics``): the searcher
+but Tune sees only their validation figures (``trainable.run_trial``'s reports): the searcher
 and ASHA cannot select on test data. An interrupted search continues with
 ``Tuner.restore``, because its searcher state (Optuna's study, ASHA's rungs) lives in Ray's
 experiment state; a finished one is recorded in ``search_<group>.json`` and not run again.
-The report ranks the samples by validation metric, with each one's test figure beside it
-(read from ``result.json``); ``evaluate-best`` reruns the best and the default
-configuration over ``search.eval_seeds`` as an ordinary grid in ``<results>/evaluate/``.
 """
 
 from __future__ import annotations
@@ -33,12 +30,6 @@ log = logging.getLogger("orchestrator")
 EVALUATE = "evaluate"  # evaluate-best's results folder, inside the search's
 
 
-def _distribution(dist: schema.Distribution) -> Any:
-    from ray import tune
-
-    return tune.choice(list(dist.args)) if dist.kind == "choice" else getattr(tune, dist.kind)(*dist.args)
-
-
 def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
     """Run (or continue) one search; True when all its samples reached an end."""
     import warnings
@@ -46,9 +37,9 @@ def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
 
-    search = sweep.search
-    assert search is not None
+    assert (search := sweep.search) is not None
     group = search_group_id(base, search)
     summary = opts.store.read_json(f"{group}.json")
     if isinstance(summary, dict) and summary.get("finished"):
@@ -62,16 +53,14 @@ def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
         trainable = tune.with_resources(run_trial, resources=placement)
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        search_alg: Any = BasicVariantGenerator(random_state=search.seed)
-        if search.searcher == "optuna":
-            from ray.tune.search.optuna import OptunaSearch
-
-            search_alg = OptunaSearch(seed=search.seed)
+        search_alg = (OptunaSearch(seed=search.seed) if search.searcher == "optuna"
+                      else BasicVariantGenerator(random_state=search.seed))
         es = search.early_stopping  # ASHA: one time step per finished task
         scheduler = None if es is None else ASHAScheduler(
             time_attr="training_iteration", max_t=es.max_t or base.split[1], grace_period=es.grace_period,
             reduction_factor=es.reduction_factor)
-        space = {key: _distribution(dist) for key, dist in search.space.items()}
+        space = {key: tune.choice(dist.args) if dist.kind == "choice" else getattr(tune, dist.kind)(*dist.args)
+                 for key, dist in search.space.items()}
         tuner = make_tuner(  # without test_selection the trials report validation figures only
             sweep, opts, group, {"trial": base.to_json(), "search": group, "params": space,
                                  "test_selection": search.allow_test_selection}, metric=search.metric,
@@ -95,9 +84,6 @@ def run_search(base: TrialSpec, sweep: schema.Sweep, opts: RunOptions) -> bool:
     return complete
 
 
-# ----------------------------------------------------------------------------- ranking, report
-
-
 def _figure(result: dict[str, Any], key: str) -> float | None:
     """A summary figure of ``result.json``: the run's value, or a per-task series' last one."""
     value = result.get(key)
@@ -116,9 +102,8 @@ def ranked(store: Store, metric: str, mode: str) -> dict[str, list[dict[str, Any
         if spec.search not in reports:
             summary = store.read_json(f"{spec.search}.json") or {}
             reports[spec.search] = {r["id"]: r for r in summary.get("trials", [])}
-        result = finished_result(store, spec.id)
+        result, last = finished_result(store, spec.id), reports[spec.search].get(spec.id) or {}
         done = result is not None
-        last = reports[spec.search].get(spec.id) or {}
         record = {k: _figure(result, key) if done else last.get("metric") if key == metric else None
                   for k, key in keys.items()}
         partial_tasks = None if last.get("task") is None else int(last["task"]) + 1
@@ -174,16 +159,12 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-# ----------------------------------------------------------------------------- evaluate-best
-
-
 def evaluation(sweep: schema.Sweep, bases: list[TrialSpec], store: Store,
                where: str) -> tuple[schema.Sweep, list[TrialSpec], Store, str]:
     """``evaluate-best``: per search, the best finished sample's params and the default
     (the base's own options) x ``search.eval_seeds``, as an ordinary grid (rows ``<approach>``
     and ``<approach>-best``) in ``<results>/evaluate/``: its tables are the comparison."""
-    search = sweep.search
-    if search is None:
+    if (search := sweep.search) is None:
         raise SweepError(where, "search", "evaluate-best needs a sweep with a search block")
     groups = ranked(store, search.metric, search.mode)
     trials, lines = [], [f"# {sweep.name}: the best configuration against the default, on test", ""]
@@ -201,6 +182,5 @@ def evaluation(sweep: schema.Sweep, bases: list[TrialSpec], store: Store,
                      f"(trial {best['id']})")
     text = "\n".join(lines) + f"\n\nSeeds {search.eval_seeds}; cells: test mean ± std over seeds.\n"
     evaluate = Store(store.uri(EVALUATE))
-    evaluate.mkdir("")
     evaluate.write_text("best.md", text)
     return sweep.model_copy(update={"name": f"{sweep.name}-{EVALUATE}", "search": None}), trials, evaluate, text

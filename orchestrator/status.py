@@ -25,8 +25,7 @@ from .trials import TrialSpec
 class TrialStatus:
     spec: TrialSpec
     state: str
-    task: int | None = None
-    num_tasks: int | None = None
+    task: int | None = None  # the last finished one (0-based)
     attempts: int = 0
     error: str | None = None
     failure_kind: str | None = None
@@ -35,9 +34,7 @@ class TrialStatus:
     in_sweep: bool = True
     stderr_tail: list[str] = field(default_factory=list)
 
-    @property
-    def id(self) -> str:
-        return self.spec.id
+    id = property(lambda self: self.spec.id)
 
 
 def load_sweep_meta(store: Store) -> dict[str, Any]:
@@ -62,19 +59,11 @@ def finished_result(store: Store, tid: str) -> dict[str, Any] | None:
     return result if isinstance(result, dict) and result.get("status") == "finished" else None
 
 
-def is_finished(store: Store, tid: str) -> bool:
-    return finished_result(store, tid) is not None
-
-
-def finished_ids(store: Store) -> set[str]:
-    return {tid for tid in store.list_dirs(TRIALS) if is_finished(store, tid)}
-
-
 def trial_status(store: Store, spec: TrialSpec, *, in_sweep: bool = True, tail_lines: int = 0,
                  orchestrator_alive: bool | None = None) -> TrialStatus:
     rel = trial_rel(spec.id)
-    status = TrialStatus(spec=spec, state="pending", in_sweep=in_sweep, num_tasks=spec.split[1])
-    if is_finished(store, spec.id):
+    status = TrialStatus(spec=spec, state="pending", in_sweep=in_sweep)
+    if finished_result(store, spec.id):
         status.state, status.task = "done", spec.split[1] - 1
         return status
     events = []
@@ -84,8 +73,7 @@ def trial_status(store: Store, spec: TrialSpec, *, in_sweep: bool = True, tail_l
     starts = [e for e in events if e.get("event") == "start"]
     status.attempts, status.host = len(starts), starts[-1].get("host") if starts else None
     names = store.list_dirs(f"{rel}/checkpoints", files=True)
-    tasks = [int(n[5:8]) for n in names if re.fullmatch(r"task_\d{3}\.pt", n)]
-    status.task = max(tasks, default=None)
+    status.task = max((int(n[5:8]) for n in names if re.fullmatch(r"task_\d{3}\.pt", n)), default=None)
     failed = store.read_json(f"{rel}/{FAILED_JSON}")
     if events and events[-1].get("event") == "start":
         if orchestrator_alive is None:
@@ -101,18 +89,14 @@ def trial_status(store: Store, spec: TrialSpec, *, in_sweep: bool = True, tail_l
 
 
 def collect(store: Store, *, tail_lines: int = 0, include_extra: bool = True) -> list[TrialStatus]:
-    """The sweep's trials (``sweep.json``), then any other trial folder (search trials,
-    trials of an earlier version of the sweep)."""
+    """The sweep's trials (``sweep.json``), then every other trial folder (search samples, earlier sweeps)."""
     searching = bool(load_sweep_meta(store).get("search"))
     alive = bool(lock_holder_alive(read_lock(store)))
     specs = [] if searching else sweep_trials(store)  # a search runs samples, not its base trials
     known = {s.id for s in specs}
-    out = [trial_status(store, s, tail_lines=tail_lines, orchestrator_alive=alive) for s in specs]
-    for spec in folder_trials(store) if include_extra else []:
-        if spec.id not in known:
-            out.append(trial_status(store, spec, in_sweep=searching and bool(spec.search), tail_lines=tail_lines,
-                                    orchestrator_alive=alive))
-    return out
+    specs += [s for s in folder_trials(store) if s.id not in known] if include_extra else []
+    return [trial_status(store, s, in_sweep=s.id in known or (searching and bool(s.search)), tail_lines=tail_lines,
+                         orchestrator_alive=alive) for s in specs]
 
 
 def failure_lines(s: TrialStatus, indent: str = "    ", tail: int | None = None) -> list[str]:
@@ -123,20 +107,16 @@ def failure_lines(s: TrialStatus, indent: str = "    ", tail: int | None = None)
 
 def format_status(store: Store, statuses: list[TrialStatus], *, show_all: bool = True) -> str:
     """A table of trials, a summary line, who holds the lock, then each failure's tail."""
-    meta = load_sweep_meta(store)
+    meta, lock = load_sweep_meta(store), read_lock(store)
     lines = [f"results: {store.root}" + (f"  (sweep {meta['name']}, file {meta.get('sweep_file')})" if meta else "")]
-    lock = read_lock(store)
     state = {True: "running", False: "not running (stale lock)", None: "on another host"}[lock_holder_alive(lock)]
     lines.append(f"orchestrator: pid {lock.get('pid')} on {lock.get('host')}: {state}" if lock else
                  "orchestrator: none running")
-    extra = [s for s in statuses if not s.in_sweep]
-    c = Counter(s.state for s in statuses if s.in_sweep)
-    lines.append(
-        f"{len(statuses) - len(extra)} trials: {c['done']} done, {c['running']} running, {c['pending']} pending, "
-        f"{c['stopped']} {'stopped early' if meta.get('search') else 'stopped'}, {c['interrupted']} interrupted, "
-        f"{c['failed']} failed" + (f"; {len(extra)} other trial folders (other searches, earlier versions of the sweep)"
-                                   if extra else "")
-    )
+    extra, c = sum(not s.in_sweep for s in statuses), Counter(s.state for s in statuses if s.in_sweep)
+    others = f"; {extra} other trial folders (other searches, earlier versions of the sweep)" if extra else ""
+    lines.append(f"{len(statuses) - extra} trials: {c['done']} done, {c['running']} running, {c['pending']} pending, "
+                 f"{c['stopped']} {'stopped early' if meta.get('search') else 'stopped'}, {c['interrupted']} "
+                 f"interrupted, {c['failed']} failed{others}")
     if c["stopped"] + c["interrupted"] and not meta.get("search"):
         lines.append("(stopped and interrupted trials continue from their last finished task when the sweep runs "
                      "again)")
@@ -148,12 +128,10 @@ def format_status(store: Store, statuses: list[TrialStatus], *, show_all: bool =
         notes = [f"{'permanent ' if s.permanent else ''}{s.failure_kind or ''}: {s.error or ''}"
                  if s.state == "failed" else f"on {s.host}" if s.state == "running" and s.host else ""]
         notes += [] if s.in_sweep else ["[search]" if s.spec.search else "[not in sweep.json]"]
+        task = "-" if s.task is None else f"{int(s.task) + 1}/{s.spec.split[1]}"
         note = " ".join(filter(None, notes))
-        task = "-" if s.task is None else f"{int(s.task) + 1}/{s.num_tasks}"
-        task = f"{s.num_tasks}/{s.num_tasks}" if s.state == "done" else task
         lines.append(f"{s.id:<{width}}  {s.state:<11}  {task:>7}  {s.attempts:>5}  {note}".rstrip())
-    for s in statuses:
-        if s.state == "failed":
-            lines += ["", f"--- {s.id} failed ({'permanent, ' if s.permanent else ''}{s.failure_kind}): {s.error}"]
-            lines += failure_lines(s)
+    for s in (s for s in statuses if s.state == "failed"):
+        lines += ["", f"--- {s.id} failed ({'permanent, ' if s.permanent else ''}{s.failure_kind}): {s.error}"]
+        lines += failure_lines(s)
     return "\n".join(lines)

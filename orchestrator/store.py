@@ -62,8 +62,7 @@ class Store:
             return None
 
     def read_text(self, rel: str) -> str | None:
-        data = self.read_bytes(rel)
-        return None if data is None else data.decode("utf-8", errors="replace")
+        return None if (data := self.read_bytes(rel)) is None else data.decode("utf-8", errors="replace")
 
     def read_json(self, rel: str) -> Any:
         """The parsed file, or ``None`` when it is missing or not (yet) valid JSON."""

@@ -23,8 +23,10 @@ from .errors import SweepError
 
 @dataclass(frozen=True)
 class Cell:
-    """One grid point: its axes, the options the sweep sets there, what it asks Ray for."""
+    """One grid point: its axes, the options the sweep sets there, what it asks Ray for; cells with
+    the same ``key`` (its axes but the seed, unless an override matches seeds) share those options."""
 
+    key: tuple
     variant: schema.ApproachVariant
     axes: dict[str, Any]
     options: dict[str, Any]
@@ -71,9 +73,8 @@ def load_sweep_text(text: str, where: str) -> schema.Sweep:
         raise SweepError(where, line, f"not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, dict):
         raise SweepError(where, None, "a sweep file is a mapping with at least 'name' and 'grid'")
-    for key in data:
-        if not isinstance(key, str):
-            raise SweepError(where, str(key), "keys must be strings")
+    if bad := [key for key in data if not isinstance(key, str)]:
+        raise SweepError(where, str(bad[0]), "keys must be strings")
     try:
         return schema.Sweep.model_validate(data)
     except ValidationError as exc:
@@ -132,12 +133,8 @@ def _points(sweep: schema.Sweep) -> Iterator[tuple[schema.ApproachVariant, dict[
 
 def cells(sweep: schema.Sweep, *, where: str = "<sweep>", set_values: Mapping[str, Any] | None = None,
           resources: Mapping[str, float] | None = None, drop_approaches: Iterable[str] = ()) -> Iterator[Cell]:
-    """The sweep's cells, lazily, in grid order (data set, scenario, split, approach, seed).
-
-    ``set_values``: ``--set`` options (after the sweep's own); ``resources``: ``--resources``
-    (overrides every request); ``drop_approaches``: approaches to leave out
-    (``skip_missing_approaches``). Raises :class:`SweepError` when nothing is left to run.
-    """
+    """The sweep's cells, lazily, in grid order (data set, scenario, split, approach, seed), with ``--set``
+    (``set_values``), ``--resources`` and without ``drop_approaches``; :class:`SweepError` if none is left."""
     set_values = dict(set_values or {})
     for key in sweep.requires:
         if key not in set_values and key not in sweep.defaults:
@@ -158,12 +155,11 @@ def cells(sweep: schema.Sweep, *, where: str = "<sweep>", set_values: Mapping[st
             cache[key] = _layers(sweep, variant, axes, base_resources, set_values, resources)
         options, res, hours = cache[key]
         count += 1
-        yield Cell(variant=variant, axes=axes, options=options, resources=res, hours=hours)
+        yield Cell(key=key, variant=variant, axes=axes, options=options, resources=res, hours=hours)
     if not count:
-        key = "exclude" if sweep.exclude else ("grid.approach" if dropped else "grid")
-        reason = "after leaving out approaches cil_core lacks" if dropped else ""
-        reason = "after exclude" if sweep.exclude else reason
-        raise SweepError(where, key, f"the grid expands to 0 trials {reason}".strip())
+        key, reason = (("exclude", " after exclude") if sweep.exclude else ("grid", "") if not dropped
+                       else ("grid.approach", " after leaving out approaches cil_core lacks"))
+        raise SweepError(where, key, f"the grid expands to 0 trials{reason}")
 
 
 def _layers(sweep: schema.Sweep, variant: schema.ApproachVariant, axes: dict[str, Any],
@@ -177,11 +173,8 @@ def _layers(sweep: schema.Sweep, variant: schema.ApproachVariant, axes: dict[str
     for layer in filter(None, layers):
         options.update(layer.set)
         res = _merge_resources(res, getattr(layer, "resources", None))
-        if isinstance(layer, schema.DatasetOverride):
-            hours = layer.hours
-        elif isinstance(layer, schema.ApproachOverride):
-            factor *= layer.hours_factor
-        elif getattr(layer, "hours", None) is not None:  # a rule's hours replace the estimate
+        factor *= getattr(layer, "hours_factor", 1.0)
+        if getattr(layer, "hours", None) is not None:  # the data set's estimate, or a rule's that replaces it
             hours, factor = layer.hours, 1.0
     options.update(set_values)
     return options, _merge_resources(res, dict(resources or {})), None if hours is None else hours * factor

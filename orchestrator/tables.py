@@ -20,13 +20,13 @@ from typing import Any
 
 import pandas as pd
 
-from .status import finished_result, folder_trials, sweep_trials
+from .status import finished_result
 from .store import Store
 from .trials import TrialSpec
 
 REFERENCE = Path(__file__).with_name("paper_results.csv")
 CELL = ["dataset", "scenario", "initial_classes", "total_tasks"]
-TITLES = {  # metric -> (heading, explanation); its label in the csv: the heading before " ("
+TITLES = {  # metric -> (heading, explanation)
     "avg_incremental_accuracy": ("Average incremental accuracy (%)", "The paper's headline number: after each task, "
                                  "the mean accuracy over the tasks seen so far (each task weighted equally); then the "
                                  "mean of those over all steps, the first included."),
@@ -39,22 +39,14 @@ TITLES = {  # metric -> (heading, explanation); its label in the csv: the headin
     "forgetting": ("Forgetting (points, lower is better)", "Mean over tasks of the drop from a task's best earlier "
                    "accuracy to its final accuracy."),
 }
+LABELS = {metric: heading.split(" (")[0].lower() for metric, (heading, _) in TITLES.items()}  # in the csv
 LOWER_IS_BETTER = {"forgetting"}
-
-
-def label(metric: str) -> str:
-    return TITLES[metric][0].split(" (")[0].lower()
 
 
 def load_reference(path: str | Path | None = None) -> pd.DataFrame:
     """The published numbers; ``rerun``: another paper's re-run of the method."""
     ref = pd.read_csv(path or REFERENCE, dtype={"source": str})
     return ref.assign(rerun=ref["metric"].str.endswith("_rerun"))
-
-
-def report_specs(store: Store) -> list[TrialSpec]:
-    """``sweep.json``'s trials; without one, every trial folder that is not part of a search."""
-    return sweep_trials(store) or [s for s in folder_trials(store) if not s.search]
 
 
 def split_label(initial: int, tasks: int) -> str:
@@ -108,29 +100,23 @@ def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def _md_cell(c: Any, refs: pd.DataFrame, paper: bool) -> str:
+def _cells(c: Any, refs: pd.DataFrame) -> tuple[str, str]:
+    """One cell in markdown and LaTeX: mean ± std (bold: the column's best), k/n when not every seed
+    finished, then the published numbers (LaTeX: only beside a number of ours)."""
     if c.n == 0:
-        text = f"(0/{c.n_asked})"
+        md, tex = f"(0/{c.n_asked})", "--"
     else:
-        text = fmt(c.mean) + (f" ± {fmt(c.std)}" if c.n >= 2 else "")
-        text = (f"**{text}**" if c.best else text) + (f" ({c.n}/{c.n_asked})" if c.n < c.n_asked else "")
-    if paper and len(refs):
-        notes = [f"{'re-run' if r.rerun else 'paper'} {r.value:.2f}"
-                 + (f", Δ {_signed(c.mean - r.value)}" if c.n else "") for r in refs.itertuples()]
-        text += " [" + "; ".join(notes) + "]"
-    return text
-
-
-def _tex_cell(c: Any, refs: pd.DataFrame, paper: bool) -> str:
-    if c.n == 0:
-        return "--"
-    body = fmt(c.mean) + (f" \\pm {fmt(c.std)}" if c.n >= 2 else "")
-    text = f"$\\mathbf{{{body}}}$" if c.best else f"${body}$"
-    text += f"$^{{{c.n}/{c.n_asked}}}$" if c.n < c.n_asked else ""
-    if paper and len(refs):
-        text += " {\\scriptsize(" + "; ".join(f"{'r ' if r.rerun else ''}{r.value:.2f}" for r in refs.itertuples())
-        text += ")}"
-    return text
+        md = fmt(c.mean) + (f" ± {fmt(c.std)}" if c.n >= 2 else "")
+        md, tex = (f"**{md}**", f"$\\mathbf{{{md}}}$") if c.best else (md, f"${md}$")
+        if c.n < c.n_asked:
+            md, tex = f"{md} ({c.n}/{c.n_asked})", f"{tex}$^{{{c.n}/{c.n_asked}}}$"
+        if len(refs):
+            tex += " {\\scriptsize(" + "; ".join(f"{'r ' if r.rerun else ''}{r.value:.2f}" for r in refs.itertuples())
+            tex += ")}"
+    if len(refs):
+        md += " [" + "; ".join(f"{'re-run' if r.rerun else 'paper'} {r.value:.2f}"
+                               + (f", Δ {_signed(c.mean - r.value)}" if c.n else "") for r in refs.itertuples()) + "]"
+    return md, tex.replace(" ± ", " \\pm ")
 
 
 def _tex(text: str) -> str:
@@ -162,10 +148,10 @@ def build_tables(results: pd.DataFrame, specs: list[TrialSpec], ref: pd.DataFram
             col = (c.dataset, c.scenario, c.initial_classes, c.total_tasks)
             # a variant (an option changed) is not what the paper measured
             refs = refs_of.get((*col, c.row, metric), none) if paper and approach_of[c.row] == c.row else none
-            cells[(c.row, col)] = (_md_cell(c, refs, paper), _tex_cell(c, refs, paper))
+            cells[(c.row, col)] = _cells(c, refs)
             published = {f"{'rerun' if r.rerun else 'paper'}_{key}": value for r in refs.itertuples() for key, value
                          in (("value", r.value), ("diff", None if c.n == 0 else round(c.mean - r.value, 4)))}
-            records.append({"table": metric, "metric_label": label(metric), **dict(zip(CELL, col)),
+            records.append({"table": metric, "metric_label": LABELS[metric], **dict(zip(CELL, col)),
                             "split": split_label(*col[2:]), "approach": c.row, "seeds_finished": c.n,
                             "seeds_asked": c.n_asked, "mean": None if c.n == 0 else round(c.mean, 4),
                             "std": None if c.n < 2 else round(c.std, 4), "best": c.best, "paper_value": None,
@@ -191,7 +177,7 @@ def build_tables(results: pd.DataFrame, specs: list[TrialSpec], ref: pd.DataFram
                "enforces (`orchestrator/paper_results.csv`).", ""]
         md += md_table(["data set", "scenario", "split", "approach", "compared metric", "published as", "published",
                         "ours", "Δ", "tolerance", "verdict"],
-                       [[c["dataset"], c["scenario"], c["split"], c["approach"], label(c["compares_to"]),
+                       [[c["dataset"], c["scenario"], c["split"], c["approach"], LABELS[c["compares_to"]],
                          c["published_as"], f"{c['published']:.2f}",
                          fmt(c["ours"]) + ("" if c["n"] in (0, c["n_asked"]) else f" ({c['n']}/{c['n_asked']})"),
                          "-" if c["diff"] is None else _signed(c["diff"]), fmt(c["tolerance"], 1), c["verdict"]]
@@ -206,25 +192,19 @@ def check_against_paper(results: pd.DataFrame, specs: list[TrialSpec], ref: pd.D
     """One record per published number of this sweep's cells (or naming its approach and data set), with our
     value and a verdict: ``ok``, ``OUTSIDE``, ``not finished``, ``no tolerance`` (split not recovered)."""
     stats = {m: cell_stats(results, specs, m) for m in set(ref["compares_to"])}
-    datasets, approaches, out = {s.dataset for s in specs}, {s.approach for s in specs}, []
-    for r in ref.itertuples():
-        if r.dataset not in datasets or r.approach not in approaches:
-            continue
-        recovered = not math.isnan(r.initial_classes)
-        record = {"dataset": r.dataset, "scenario": r.scenario, "approach": r.approach, "compares_to": r.compares_to,
-                  "split": split_label(r.initial_classes, r.total_tasks) if recovered else "?",
-                  "published_as": r.metric, "published": r.value, "ours": None, "n": 0, "n_asked": 0, "diff": None,
-                  "tolerance": None if math.isnan(r.tolerance) else r.tolerance, "source": r.source,
-                  "verdict": "no tolerance (split not recovered)"}
-        if recovered:
-            key = (r.approach, r.dataset, r.scenario, int(r.initial_classes), int(r.total_tasks))
-            if key not in stats[r.compares_to].index:
-                continue  # this cell is not part of the sweep
-            c = stats[r.compares_to].loc[key]
-            record.update(n=int(c["n"]), n_asked=int(c["n_asked"]), verdict="not finished")
-            if c["n"]:
-                record.update(ours=c["mean"], diff=c["mean"] - r.value)
-                record["verdict"] = ("no tolerance" if record["tolerance"] is None
-                                     else "ok" if abs(record["diff"]) <= r.tolerance else "OUTSIDE")
-        out.append(record)
+    mine, out = ref["dataset"].isin({s.dataset for s in specs}) & ref["approach"].isin({s.approach for s in specs}), []
+    for r in ref[mine].itertuples():
+        recovered, tolerance = not math.isnan(r.initial_classes), None if math.isnan(r.tolerance) else r.tolerance
+        key = (r.approach, r.dataset, r.scenario, *(int(v) for v in (r.initial_classes, r.total_tasks) if recovered))
+        if recovered and key not in stats[r.compares_to].index:
+            continue  # this cell is not part of the sweep
+        c = stats[r.compares_to].loc[key] if recovered else {"n": 0, "n_asked": 0}
+        n, diff = int(c["n"]), c["mean"] - r.value if c["n"] else None
+        verdict = ("no tolerance (split not recovered)" if not recovered else "not finished" if not n
+                   else "no tolerance" if tolerance is None else "ok" if abs(diff) <= tolerance else "OUTSIDE")
+        out.append({"dataset": r.dataset, "scenario": r.scenario, "approach": r.approach, "compares_to": r.compares_to,
+                    "split": split_label(r.initial_classes, r.total_tasks) if recovered else "?",
+                    "published_as": r.metric, "published": r.value, "ours": c["mean"] if n else None, "n": n,
+                    "n_asked": int(c["n_asked"]), "diff": diff, "tolerance": tolerance, "source": r.source,
+                    "verdict": verdict})
     return out

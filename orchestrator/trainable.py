@@ -60,11 +60,6 @@ class TrialFolder:
         with open(self.dir / ATTEMPTS, "a") as fh:
             fh.write(json.dumps({**event, "time": time.time()}, default=str) + "\n")
 
-    def remove(self, name: str) -> None:
-        self.files.delete(name)
-        if not self.store.is_local:
-            self.store.delete(trial_rel(self.id, name))
-
     def sync(self, *, done: bool = False) -> None:
         """URI store: copy what changed since the last sync; ``done``: then drop the scratch copy."""
         if self.store.is_local:
@@ -83,14 +78,13 @@ def redirect_output(folder: Path) -> Iterator[None]:
     """File descriptors 1 and 2 (so C code too) and ``cil_core``'s log records to the
     trial's ``stdout.log`` / ``stderr.log`` for the trial's duration."""
     saved, streams = (os.dup(1), os.dup(2)), (sys.stdout, sys.stderr)
-    for fd, name in ((1, STDOUT), (2, STDERR)):
+    for fd, name, stream in ((1, STDOUT, sys.stdout), (2, STDERR, sys.stderr)):
         with contextlib.suppress(Exception):
-            streams[fd - 1].flush()
+            stream.flush()
         target = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(target, fd)
         os.close(target)
-    sys.stdout = open(1, "w", closefd=False, buffering=1)  # Ray or pytest may have replaced them
-    sys.stderr = open(2, "w", closefd=False, buffering=1)
+    sys.stdout, sys.stderr = (open(fd, "w", closefd=False, buffering=1) for fd in (1, 2))  # Ray, pytest swap them
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger, level = logging.getLogger("cil_core"), logging.getLogger("cil_core").level
@@ -117,25 +111,20 @@ def import_runner(path: str) -> Callable[..., dict]:
 def resolve_spec(config: dict[str, Any]) -> TrialSpec:
     """The trial's spec; for a search trial, the base spec with the sampled parameters."""
     spec = TrialSpec.from_json(config["trial"])
-    params = config.get("params") or {}
-    return sampled_trial(spec, params, config.get("search")) if params else spec
-
-
-def _ray_report(metrics: dict[str, Any]) -> None:
-    from ray import tune
-
-    tune.report(metrics)
+    return sampled_trial(spec, params, config.get("search")) if (params := config.get("params")) else spec
 
 
 def run_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable (see the module docstring)."""
     spec = resolve_spec(config)
     folder = TrialFolder(Store(config["store"]), spec.id)
-    send = config.get("_report") or _ray_report  # tests call run_trial outside Ray with a list.append
+    send = config.get("_report") or import_runner("ray.tune:report")  # tests: outside Ray, with a list.append
     validation_only = bool(config.get("search")) and not config.get("test_selection")
 
     def report(metrics: dict[str, Any]) -> None:
-        send(tune_metrics(metrics, validation_only=validation_only))
+        """A search selecting on validation sees no test figure at all (it could not select or stop
+        trials on test data by mistake), only ``val_`` keys and the counters."""
+        send({k: v for k, v in metrics.items() if not validation_only or k.startswith("val_") or k in REPORT_COUNTERS})
 
     failed = folder.files.read_json(FAILED_JSON)
     if isinstance(failed, dict) and failed.get("permanent"):
@@ -147,8 +136,7 @@ def run_trial(config: dict[str, Any]) -> None:
         return
 
     folder.files.write_json(TRIAL_JSON, spec.to_json())
-    attempts = folder.dir / ATTEMPTS
-    attempt = (attempts.read_text().count('"event": "start"') if attempts.exists() else 0) + 1
+    attempt = (folder.files.read_text(ATTEMPTS) or "").count('"event": "start"') + 1
     node_id = None
     with contextlib.suppress(Exception):  # outside Ray (tests) there is no node
         import ray
@@ -176,8 +164,8 @@ def run_trial(config: dict[str, Any]) -> None:
             result = import_runner(config.get("runner") or DEFAULT_RUNNER)(run_config, report=on_task)
         outcome = "finished"
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised for Ray
-        kinds = [kind for name, kind in PERMANENT_KINDS.items() if name in {c.__name__ for c in type(exc).__mro__}]
-        record = {"kind": kinds[0] if kinds else "error", "permanent": bool(kinds), "attempt": attempt,
+        kind = next((PERMANENT_KINDS[c.__name__] for c in type(exc).__mro__ if c.__name__ in PERMANENT_KINDS), None)
+        record = {"kind": kind or "error", "permanent": kind is not None, "attempt": attempt,
                   "error": f"{type(exc).__name__}: {exc}".strip(), "time": time.time(), "task": done_task["task"],
                   "traceback": traceback.format_exc().splitlines()[-40:]}  # task: the last finished one
         folder.files.write_json(FAILED_JSON, record)
@@ -188,7 +176,7 @@ def run_trial(config: dict[str, Any]) -> None:
     finally:
         folder.log_attempt(event="end", attempt=attempt, outcome=outcome)
         folder.sync(done=outcome == "finished")
-    folder.remove(FAILED_JSON)
+    folder.store.delete(trial_rel(spec.id, FAILED_JSON))  # an earlier attempt's (the scratch copy is gone)
     report({"trial_id": spec.id, **final_metrics(result), "restored": False})
 
 
@@ -201,10 +189,3 @@ def final_metrics(result: dict[str, Any]) -> dict[str, Any]:
         out |= {f"{p}{k}": result.get(f"{p}{k}") for k in ("avg_incremental_accuracy", "last_accuracy")}
         out[f"{p}avg_incremental_accuracy_so_far"] = out[f"{p}avg_incremental_accuracy"]
     return out
-
-
-def tune_metrics(metrics: dict[str, Any], *, validation_only: bool) -> dict[str, Any]:
-    """What Tune sees of a report: a search selecting on validation sees no test figure at
-    all (it could not select or stop trials on test data by mistake), only ``val_`` keys
-    and the counters."""
-    return {k: v for k, v in metrics.items() if not validation_only or k.startswith("val_") or k in REPORT_COUNTERS}

@@ -58,14 +58,12 @@ class TrialSpec:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "TrialSpec":
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         values.setdefault("variant", data.get("row") or data["config"]["approach"])  # sweep.json of before the rename
         return cls(**values)
 
 
-def id_prefix(config: Mapping[str, Any]) -> str:
-    c = config
+def id_prefix(c: Mapping[str, Any]) -> str:
     return _SAFE.sub("-", f"{c['approach']}_{c['dataset']}_{c['scenario']}_{c['initial_classes']}-{c['total_tasks']}")
 
 
@@ -93,19 +91,15 @@ def iter_trials(sweep: schema.Sweep, *, where: str = "<sweep>", set_values: Mapp
                 drop_approaches: Iterable[str] = ()) -> Iterator[TrialSpec]:
     """The sweep's trials, lazily, in grid order; :class:`InvalidTrials` at the end if any
     cell cannot be resolved (iterate to the end before trusting what came out)."""
-    # (id(cell.options), non-seed axes) -> (that dict, resolved or the problem): cells() shares
-    # one options dict among the cells it merged alike, so each config-without-seed resolves once
-    cache: dict[tuple, tuple[dict, Any]] = {}
+    cache: dict[tuple, Any] = {}  # cell key -> resolved or the problem: each config-without-seed resolves once
     problems: dict[str, list[str]] = {}  # message -> the first cells it applies to
     counts: Counter = Counter()
     for cell in cells(sweep, where=where, set_values=set_values, resources=resources, drop_approaches=drop_approaches):
-        a = cell.axes
-        key = (id(cell.options), *(a[k] for k in ("dataset", "scenario", "initial_classes", "total_tasks", "approach")))
-        if key not in cache or cache[key][0] is not cell.options:
+        if cell.key not in cache:
             if len(cache) > 4096:
                 cache.clear()
-            cache[key] = (cell.options, _resolve_cell(cell))
-        found = cache[key][1]
+            cache[cell.key] = _resolve_cell(cell)
+        found, a = cache[cell.key], cell.axes
         if isinstance(found, str):
             counts[found] += 1
             named = problems.setdefault(found, [])
@@ -164,9 +158,8 @@ def _missing(where: str, key: str, kind: str, names: Sequence[str], known: Seque
             raise SweepError(where, key, f"{name!r}: write it {lower[name.lower()]!r}, as cil_core spells it "
                                          "(ids hash the name)")
     if missing and not allowed:
-        yet = " yet" if kind == "approach" else ""
-        names = ", ".join(map(repr, missing))
-        raise SweepError(where, key, f"cil_core has no {kind} {names}{yet} (it has: {', '.join(known)})")
+        raise SweepError(where, key, f"cil_core has no {kind} {', '.join(map(repr, missing))}"
+                                     f"{' yet' if kind == 'approach' else ''} (it has: {', '.join(known)})")
     return missing
 
 

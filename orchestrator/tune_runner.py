@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import cluster, schema
-from .status import TrialStatus, collect, is_finished
+from .status import TrialStatus, collect, finished_result
 from .store import FAILED_JSON, RAY, SWEEP_JSON, Store, trial_rel
 from .trials import TrialSpec, search_group_id
 from .trainable import resolve_spec, run_trial
@@ -37,7 +37,6 @@ class RunOptions:
     resource_check: bool = True
     num_cpus: int | None = None
     num_gpus: int | None = None
-    progress_every_s: float = 15.0
     only_ids: set[str] | None = None  # --only: run just these; the rest stay in sweep.json
     quiet: bool = False
 
@@ -66,9 +65,9 @@ def trial_name(trial: Any) -> str:
     return resolve_spec(trial.config).id
 
 
-def reporting(opts: RunOptions) -> dict[str, Any]:
-    """Ray's progress table every few seconds, and one line per trial event (start, done,
-    retry, failure) in the orchestrator's log: the ``RunConfig`` arguments for both."""
+def make_tuner(sweep: schema.Sweep, opts: RunOptions, name: str, space: dict[str, Any], **tune_config: Any) -> Any:
+    """The one ``tune.Tuner`` of a grid and of a search (``space`` joins its param space, ``tune_config`` its
+    ``TuneConfig``); progress goes to stderr, one line per trial event to the orchestrator's log."""
     from ray import tune
 
     class TrialEvents(tune.Callback):
@@ -77,56 +76,45 @@ def reporting(opts: RunOptions) -> dict[str, Any]:
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             final = (trial.last_result or {}).get("final")
-            name = trial_name(trial) + ("" if final else " (early stopping; resumable)")
-            log.info("%s %s", "done   " if final else "stopped", name)
+            log.info("done    %s" if final else "stopped %s (early stopping; resumable)", trial_name(trial))
 
         def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            log.warning("retry   %s (attempt failed: see trials/%s/failed.json)", trial_name(trial), trial_name(trial))
+            log.warning("retry   %s (attempt failed: see trials/%s/failed.json)", *[trial_name(trial)] * 2)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            log.error("FAILED  %s (see trials/%s/failed.json, stderr.log)", trial_name(trial), trial_name(trial))
+            log.error("FAILED  %s (see trials/%s/failed.json, stderr.log)", *[trial_name(trial)] * 2)
 
     class StderrReporter(tune.CLIReporter):  # stdout is for the tables
         def report(self, trials: list, done: bool, *sys_info: Any) -> None:
             print(self._progress_str(trials, done, *sys_info), file=sys.stderr, flush=True)
 
     reporter = StderrReporter(metric_columns={"task": "task", "avg_incremental_accuracy": "avg inc acc"},
-                              parameter_columns=[], max_report_frequency=int(opts.progress_every_s),
+                              parameter_columns=[], max_report_frequency=15,
                               print_intermediate_tables=False)
-    return {"callbacks": [TrialEvents()], "progress_reporter": reporter, "verbose": 0 if opts.quiet else 1}
-
-
-def make_tuner(sweep: schema.Sweep, opts: RunOptions, name: str, space: dict[str, Any], **tune_config: Any) -> Any:
-    """The one ``tune.Tuner`` both a grid and a search run: ``space`` joins the param space,
-    ``tune_config`` the ``TuneConfig`` (a search's ``metric`` also the progress table)."""
-    from ray import tune
-
-    report = reporting(opts)
     if "metric" in tune_config:
-        report["progress_reporter"].add_metric_column(tune_config["metric"])
+        reporter.add_metric_column(tune_config["metric"])
     tune_config.setdefault("max_concurrent_trials", sweep.tune.max_concurrent_trials)
     return tune.Tuner(
         tune.with_resources(run_trial, resources=placement),
         param_space={"store": opts.store.root, "runner": opts.runner, **space},
         tune_config=tune.TuneConfig(reuse_actors=sweep.tune.reuse_actors, trial_name_creator=trial_name,
                                     trial_dirname_creator=trial_name, **tune_config),
-        run_config=tune.RunConfig(name=name, storage_path=opts.store.uri(RAY),
-                                  failure_config=tune.FailureConfig(max_failures=opts.max_failures), **report))
+        run_config=tune.RunConfig(name=name, storage_path=opts.store.uri(RAY), callbacks=[TrialEvents()],
+                                  failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+                                  progress_reporter=reporter, verbose=0 if opts.quiet else 1))
 
 
 def run_sweep(sweep: schema.Sweep, trials: list[TrialSpec], opts: RunOptions, *,
               sweep_text: str | None = None) -> tuple[list[TrialStatus], list[str]]:
-    """Run what is missing of ``trials``; return every trial's state read from its files, and the
-    searches left unfinished."""
+    """Run what is missing of ``trials``; return every trial's state (from its files) and the unfinished searches."""
     from .search import run_search
 
     store = opts.store
-    store.mkdir("")
-    write_sweep_meta(store, sweep, trials, opts.where, sweep_text)
+    write_sweep_meta(store, sweep, trials, opts.where, sweep_text)  # makes the folder
     incomplete: list[str] = []
     if sweep.search is None:
         in_slice = {t.id: t for t in trials if opts.only_ids is None or t.id in opts.only_ids}
-        done = [tid for tid in in_slice if is_finished(store, tid)]
+        done = [tid for tid in in_slice if finished_result(store, tid)]
         failed = [tid for tid in in_slice
                   if tid not in done and (store.read_json(trial_rel(tid, FAILED_JSON)) or {}).get("permanent")]
         for tid in failed if opts.retry_failed else []:

@@ -98,9 +98,9 @@ def test_check_passes_within_tolerance_and_fails_outside(tmp_path, capsys):
 def test_report_with_nothing_finished_and_unfinished_cells(tmp_path, capsys):
     store = make_results(tmp_path, SWEEP, {})
     out = build_report(store)
-    assert "0 of 12 trials finished" in out.tables.markdown
-    assert "| dgr | (0/3) [paper 34.35] |" in out.tables.markdown
-    assert all(c["verdict"] in ("not finished",) for c in out.tables.checks)
+    assert "0 of 12 trials finished" in out.text
+    assert "| dgr | (0/3) [paper 34.35] |" in out.text
+    assert all(c["verdict"] in ("not finished",) for c in out.checks)
     assert main(["report", store.root, "--check", "--no-plots"]) == 0  # nothing finished: nothing outside
     assert main(["report", str(tmp_path / "nope")]) == 2
 
