@@ -18,8 +18,6 @@ from . import schema
 from .cluster import precheck_address
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FAILED, OrchestratorError, SweepError
 from .lock import ResultsLock
-from .report import build_report
-from .search import evaluation
 from .status import TrialStatus, collect, failure_lines, finished_result, format_status
 from .store import TRIALS, Store
 from .sweep import load_sweep, parse_resources
@@ -27,6 +25,7 @@ from .trials import axis_counts, check_sweep, estimate_hours, expand, iter_trial
 from .tune_runner import RunOptions, run_sweep
 
 log = logging.getLogger("orchestrator")
+# report and search (pandas, matplotlib) are imported where used: --help, --dry-run and status start fast
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -143,6 +142,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_OK
     trials, best_text = expand(sweep, **kwargs), None
     if args.evaluate_best:  # the search's best and default configs x seeds: an ordinary grid
+        from .search import evaluation
+
         sweep, trials, store, best_text = evaluation(sweep, trials, store, where)
     chosen = select(trials, wanted)
     slice_ids = {t.id for t in chosen} if wanted else None  # None: the whole sweep
@@ -159,6 +160,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                               only_ids=slice_ids, quiet=args.quiet)
             statuses, incomplete = run_sweep(sweep, trials, opts, sweep_text=Path(where).read_text())
             if not args.no_report:
+                from .report import build_report
+
                 report = build_report(store)
                 print((best_text + "\n" if best_text else "") + report.text)
                 more = f" and {len(report.files) - 4} more" if len(report.files) > 4 else ""
@@ -211,6 +214,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     store = _results(args.results)
+    from .report import build_report
+
     report = build_report(store, plots=False if args.no_plots else None, reference_path=args.reference)
     print(report.text)
     if not report.files:
